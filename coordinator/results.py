@@ -1,0 +1,200 @@
+"""Pooled results of a plan from the consortium's summed tallies: the results.json document.
+
+Every estimate here is a pure function of the unmasked sum (coordinator/km.py, cif.py,
+logrank.py, gray.py, rmst.py, proportion.py, describe.py); this module only selects the
+histogram each analysis reads and lays the numbers out as results.json documents them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from coordinator.cif import aalen_johansen, cif_at_times
+from coordinator.describe import describe_categorical, describe_numeric
+from coordinator.gray import gray_test
+from coordinator.km import SurvivalTable, kaplan_meier, km_at_times, km_quantiles
+from coordinator.logrank import logrank_test
+from coordinator.proportion import proportion_ci
+from coordinator.rmst import compare_rmst, rmst
+from protocol.plan import ANY_CAUSE, Analysis, Plan
+from protocol.tallies import Tallies, cell_labels, dropped_key, surv_key
+
+TABLE_COLUMNS = ("time", "n_risk", "n_event", "n_censor", "estimate", "std_err", "lower", "upper")
+
+
+def jsonable(x: Any) -> Any:
+    """numpy values to JSON values, with NaN and infinities as null (R's NA)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    return x
+
+
+def table_dict(table: Any) -> dict[str, list]:
+    return {c: jsonable(getattr(table, c)) for c in TABLE_COLUMNS}
+
+
+def _conf(plan: Plan, a: Analysis) -> tuple[float, str]:
+    return plan.conf_level, a.conf_type or plan.conf_type
+
+
+def _cells(hist: np.ndarray, plan: Plan, vs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Per-stratum (bins, 1+K) histograms; with strata, 'all' is their sum."""
+    labels = cell_labels(plan, vs)
+    out = {"all": hist.sum(axis=0)}
+    if vs:
+        out.update({lab: hist[i] for i, lab in enumerate(labels)})
+    return out
+
+
+def _event_censor(counts: np.ndarray, plan: Plan, a: Analysis) -> tuple[np.ndarray, np.ndarray]:
+    """Events of the analysis's cause; every other outcome counts as censored, as R does."""
+    total = counts.sum(axis=-1)
+    if a.cause == ANY_CAUSE:
+        events = total - counts[..., 0]
+    else:
+        events = counts[..., plan.endpoint(a.endpoint).cause_index(a.cause)]  # type: ignore[arg-type]
+    return events, total - events
+
+
+def _km_stratum(counts: np.ndarray, plan: Plan, a: Analysis) -> dict[str, Any]:
+    level, ctype = _conf(plan, a)
+    time = plan.bin_times()
+    events, censor = _event_censor(counts, plan, a)
+    table = kaplan_meier(time, events, censor, conf_level=level, conf_type=ctype)
+    out: dict[str, Any] = {"n": int(counts.sum()), "n_event": int(events.sum()), "table": table_dict(table)}
+    if a.times:
+        out["at_times"] = table_dict(km_at_times(table, np.array(a.times), conf_level=level, conf_type=ctype))
+        rm = [rmst(table, tau) for tau in a.times]
+        out["rmst"] = {"tau": list(a.times), "estimate": jsonable([r[0] for r in rm]),
+                       "std_err": jsonable([r[1] for r in rm])}
+    q = km_quantiles(table, probs=(0.25, 0.5, 0.75), conf_level=level, conf_type=ctype)
+    out["median"] = jsonable({"estimate": q.estimate[1], "lower": q.lower[1], "upper": q.upper[1]})
+    out["quantiles"] = jsonable({"probs": q.probs, "estimate": q.estimate, "lower": q.lower, "upper": q.upper})
+    return out
+
+
+def _km(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    hist = tallies[surv_key(a.endpoint, a.stratification)]  # type: ignore[arg-type]
+    strata = {lab: _km_stratum(c, plan, a) for lab, c in _cells(hist, plan, a.strata).items()}
+    return {"kind": "km", "endpoint": a.endpoint, "cause": a.cause, "strata": strata}
+
+
+def _cif_stratum(counts: np.ndarray, plan: Plan, a: Analysis) -> dict[str, Any]:
+    level, ctype = _conf(plan, a)
+    ep = plan.endpoint(a.endpoint)  # type: ignore[arg-type]
+    tables = aalen_johansen(plan.bin_times(), counts, conf_level=level, conf_type=ctype)
+    causes = {}
+    for cause, table in zip(ep.causes, tables):
+        entry: dict[str, Any] = {"table": table_dict(table)}
+        if a.times:
+            entry["at_times"] = table_dict(cif_at_times(table, np.array(a.times), conf_level=level, conf_type=ctype))
+        causes[cause.name] = entry
+    return {"n": int(counts.sum()), "causes": causes}
+
+
+def _cif(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    hist = tallies[surv_key(a.endpoint, a.stratification)]  # type: ignore[arg-type]
+    strata = {lab: _cif_stratum(c, plan, a) for lab, c in _cells(hist, plan, a.strata).items()}
+    return {"kind": "cif", "endpoint": a.endpoint, "strata": strata}
+
+
+def _grouped(tallies: Tallies, plan: Plan, a: Analysis) -> np.ndarray:
+    """The histogram as (strata cells, groups, bins, 1+K); groups is the first variable."""
+    hist = tallies[surv_key(a.endpoint, a.stratification)]  # type: ignore[arg-type]
+    n_groups = len(plan.variable(a.groups).levels)  # type: ignore[arg-type]
+    n_strata = hist.shape[0] // n_groups
+    return hist.reshape(n_groups, n_strata, *hist.shape[1:]).swapaxes(0, 1)
+
+
+def _logrank(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    g = _grouped(tallies, plan, a)
+    events, _ = _event_censor(g, plan, a)
+    total = g.sum(axis=-1)
+    at_risk = np.cumsum(total[..., ::-1], axis=-1)[..., ::-1]
+    res = logrank_test(events, at_risk, rho=a.rho)
+    levels = plan.variable(a.groups).levels  # type: ignore[arg-type]
+    n = total.sum(axis=(0, 2))
+    groups = {lvl: {"n": int(n[i]), "observed": jsonable(res.observed[i]), "expected": jsonable(res.expected[i])}
+              for i, lvl in enumerate(levels)}  # type: ignore[arg-type]
+    return {"kind": "logrank", "endpoint": a.endpoint, "cause": a.cause, "groups_variable": a.groups,
+            "strata_variables": list(a.strata), "rho": a.rho, "chisq": jsonable(res.chisq), "df": int(res.df),
+            "p": jsonable(res.p), "groups": groups, "var": jsonable(res.var)}
+
+
+def _gray(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    g = _grouped(tallies, plan, a)
+    tests = gray_test(plan.bin_times(), g)
+    ep = plan.endpoint(a.endpoint)  # type: ignore[arg-type]
+    causes = {ep.causes[t.cause - 1].name: {"stat": jsonable(t.stat), "p": jsonable(t.p), "df": int(t.df)}
+              for t in tests}
+    return {"kind": "gray", "endpoint": a.endpoint, "groups_variable": a.groups,
+            "strata_variables": list(a.strata), "causes": causes}
+
+
+def _rmst(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    g = _grouped(tallies, plan, a).sum(axis=0)
+    level, ctype = _conf(plan, a)
+    levels = plan.variable(a.groups).levels  # type: ignore[arg-type]
+    est, se = [], []
+    for i in range(len(levels)):  # type: ignore[arg-type]
+        events, censor = _event_censor(g[i], plan, a)
+        table: SurvivalTable = kaplan_meier(plan.bin_times(), events, censor, conf_level=level, conf_type=ctype)
+        e, s = rmst(table, a.tau)  # type: ignore[arg-type]
+        est.append(e)
+        se.append(s)
+    comp = compare_rmst(list(levels), np.array(est), np.array(se), conf_level=level)  # type: ignore[arg-type]
+    return {"kind": "rmst", "endpoint": a.endpoint, "cause": a.cause, "groups_variable": a.groups,
+            "tau": a.tau, **jsonable(comp.to_dict())}
+
+
+def _proportion(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    var = plan.variable(a.variable)  # type: ignore[arg-type]
+    counts = tallies[f"count:{var.name}"]
+    levels = var.levels or ()
+    successes = int(sum(counts[levels.index(s)] for s in a.success))
+    n = int(counts[:-1].sum())
+    est, lo, hi = proportion_ci(successes, n, conf_level=plan.conf_level, method=a.method)
+    return {"kind": "proportion", "variable": var.name, "success": list(a.success), "successes": successes,
+            "n": n, "missing": int(counts[-1]), "estimate": jsonable(est), "lower": jsonable(lo),
+            "upper": jsonable(hi), "method": a.method, "conf_level": plan.conf_level}
+
+
+def _describe(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    out = {}
+    for name in a.variables:
+        var = plan.variable(name)
+        if var.is_numeric:
+            n, s, ss, miss = (int(x) for x in tallies[f"moments:{name}"])
+            out[name] = {"type": "numeric", **jsonable(describe_numeric(n, s, ss, miss, var.decimals))}
+        else:
+            out[name] = {"type": "categorical", **jsonable(describe_categorical(tallies[f"count:{name}"], var.levels))}
+    return {"kind": "describe", "variables": out}
+
+
+ANALYSES = {"km": _km, "cif": _cif, "logrank": _logrank, "gray": _gray, "rmst": _rmst,
+            "proportion": _proportion, "describe": _describe}
+
+
+def pooled_results(plan: Plan, tallies: Tallies, sites: list[tuple[str, int]]) -> dict[str, Any]:
+    """The results.json document for a plan from the consortium's summed tallies."""
+    dropped = {k.split(":", 1)[1]: int(tallies[k][0]) for k in tallies.arrays if k.startswith("dropped:")}
+    return {
+        "plan_sha256": plan.sha256,
+        "plan": plan.to_dict(),
+        "sites": [{"name": s, "n": int(n)} for s, n in sites],
+        "n": tallies.n,
+        "left_out": {k: v for k, v in dropped.items() if v},
+        "analyses": {a.name: ANALYSES[a.kind](tallies, plan, a) for a in plan.analyses},
+    }

@@ -1,0 +1,92 @@
+"""The in-process consortium: every site and the coordinator in one process, over the very
+same protocol code a deployment runs (signed query, site policy and audit, masked tallies,
+unmasking and checks); only the transport is a function call.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from coordinator.results import pooled_results
+from coordinator.secure_round import RoundResult, run_plan_secure
+from protocol.plan import Plan
+from protocol.roster import consortium_for_run
+from site_node.mapping import load_mapping
+from site_node.policy import load_policy
+from site_node.prepare import prepare_site_data
+from site_node.prepared import PreparedData
+from site_node.responder import SiteNode
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SiteInput:
+    """One site of an in-process run: its data file, and optionally its mapping and policy."""
+
+    name: str
+    data: Path
+    mapping: Path | None = None
+    policy: Path | None = None
+
+
+def prepare_all(plan: Plan, sites: list[SiteInput]) -> dict[str, PreparedData]:
+    """Read and validate every site's data before anything is sent: bad input stops the run."""
+    return {s.name: prepare_site_data(plan, s.data, load_mapping(s.mapping) if s.mapping else None) for s in sites}
+
+
+def run_in_process(plan: Plan, sites: list[SiteInput], audit_dir: Path | None = None,
+                   progress: Progress | None = None) -> tuple[dict[str, Any], RoundResult]:
+    """Run a plan over local files exactly as a deployed consortium would, in one process."""
+    say = progress or (lambda _m: None)
+    names = [s.name for s in sites]
+    if len(set(names)) != len(names):
+        raise ValueError(f"site names must be distinct: {', '.join(names)}")
+    prepared = prepare_all(plan, sites)
+    say(f"read {len(sites)} site data set(s): " + ", ".join(f"{n} ({prepared[n].n_rows})" for n in names))
+    coordinator, site_keys, roster = consortium_for_run(names)
+    nodes = {}
+    for s in sites:
+        policy = load_policy(s.policy) if s.policy else None
+        audit = audit_dir / f"{s.name}.jsonl" if audit_dir else None
+        nodes[s.name] = SiteNode(s.name, load_data=lambda _plan, _n=s.name: prepared[_n], keys=site_keys[s.name],
+                                 roster=roster, policy=policy, audit_path=audit)
+
+    def transport(requests: Mapping[str, bytes]) -> dict[str, bytes | BaseException | None]:
+        return {name: nodes[name].answer(req) for name, req in requests.items()}
+
+    outcome = run_plan_secure(plan, transport, coordinator, roster, names, min_sites=min(3, len(names)),
+                              on_progress=say)
+    results = pooled_results(plan, outcome.tallies, list(outcome.sites))
+    results["site_left_out"] = {n: p.left_out for n, p in prepared.items() if p.left_out}
+    results["secure_aggregation"] = {"query_ids": list(outcome.query_ids), "notes": list(outcome.notes),
+                                     "refusals": [{"site": s, "reason": r} for s, r in outcome.refusals]}
+    return results, outcome
+
+
+def stamp(results: dict[str, Any]) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {**results, "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "fedsurv_version": version("fedsurv")}
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> Path:
+    """Write results.json atomically: a reader sees the whole file or none."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(results, f, indent=1, allow_nan=False)
+        final = out_dir / "results.json"
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
