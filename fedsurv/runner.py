@@ -9,7 +9,6 @@ import datetime as _dt
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -22,18 +21,9 @@ from site_node.policy import load_policy
 from site_node.prepare import prepare_site_data
 from site_node.prepared import PreparedData
 from site_node.responder import SiteNode
+from fedsurv.site_input import SiteInput
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class SiteInput:
-    """One site of an in-process run: its data file, and optionally its mapping and policy."""
-
-    name: str
-    data: Path
-    mapping: Path | None = None
-    policy: Path | None = None
 
 
 def prepare_all(plan: Plan, sites: list[SiteInput]) -> dict[str, PreparedData]:

@@ -11,7 +11,7 @@ import click
 from fedsurv.commands.run import execute
 from fedsurv.demo_data import CENTERS, write_demo_consortium
 from fedsurv.groups import root
-from fedsurv.runner import SiteInput
+from fedsurv.site_input import SiteInput
 
 
 def example_plan(name: str = "sarcoma.toml") -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fedsurv.groups import root
-from fedsurv.runner import SiteInput, run_in_process, stamp, write_results
+from fedsurv.site_input import SiteInput
 from fedsurv.summary import summarize
 from protocol.plan import load_plan
 
@@ -49,6 +49,9 @@ def execute(plan_path: Path, sites: list[SiteInput], out: Path, audit_dir: Path 
         click.echo("note: no site policy given, so no query is refused (every site's file is yours here)", err=True)
     if len(sites) < 3:
         click.echo(f"warning: only {len(sites)} site(s): fewer than 3 sites cannot hide one site's tallies", err=True)
+    # Imported here so that every other command works without the whole pipeline loaded.
+    from fedsurv.runner import run_in_process, stamp, write_results
+
     results, _ = run_in_process(plan, sites, audit_dir=audit_dir, progress=lambda m: click.echo(m, err=True))
     results = stamp(results)
     path = write_results(results, out)
