@@ -34,25 +34,34 @@ def prepare_all(plan: Plan, sites: list[SiteInput]) -> dict[str, PreparedData]:
 def run_in_process(plan: Plan, sites: list[SiteInput], audit_dir: Path | None = None,
                    progress: Progress | None = None) -> tuple[dict[str, Any], RoundResult]:
     """Run a plan over local files exactly as a deployed consortium would, in one process."""
-    say = progress or (lambda _m: None)
     names = [s.name for s in sites]
     if len(set(names)) != len(names):
         raise ValueError(f"site names must be distinct: {', '.join(names)}")
     prepared = prepare_all(plan, sites)
-    say(f"read {len(sites)} site data set(s): " + ", ".join(f"{n} ({prepared[n].n_rows})" for n in names))
+    if progress:
+        progress(f"read {len(sites)} site data set(s): " + ", ".join(f"{n} ({prepared[n].n_rows})" for n in names))
+    policies = {s.name: load_policy(s.policy) for s in sites if s.policy}
+    return run_prepared(plan, prepared, policies=policies, audit_dir=audit_dir, progress=progress)
+
+
+def run_prepared(plan: Plan, prepared: Mapping[str, PreparedData], policies: Mapping[str, Any] | None = None,
+                 audit_dir: Path | None = None, progress: Progress | None = None
+                 ) -> tuple[dict[str, Any], RoundResult]:
+    """The in-process round over data already in memory, with keys made for this run."""
+    names = list(prepared)
+    policies = policies or {}
     coordinator, site_keys, roster = consortium_for_run(names)
-    nodes = {}
-    for s in sites:
-        policy = load_policy(s.policy) if s.policy else None
-        audit = audit_dir / f"{s.name}.jsonl" if audit_dir else None
-        nodes[s.name] = SiteNode(s.name, load_data=lambda _plan, _n=s.name: prepared[_n], keys=site_keys[s.name],
-                                 roster=roster, policy=policy, audit_path=audit)
+    nodes = {
+        name: SiteNode(name, load_data=lambda _plan, _n=name: prepared[_n], keys=site_keys[name], roster=roster,
+                       policy=policies.get(name), audit_path=audit_dir / f"{name}.jsonl" if audit_dir else None)
+        for name in names
+    }
 
     def transport(requests: Mapping[str, bytes]) -> dict[str, bytes | BaseException | None]:
         return {name: nodes[name].answer(req) for name, req in requests.items()}
 
     outcome = run_plan_secure(plan, transport, coordinator, roster, names, min_sites=min(3, len(names)),
-                              on_progress=say)
+                              on_progress=progress)
     results = pooled_results(plan, outcome.tallies, list(outcome.sites))
     results["site_left_out"] = {n: p.left_out for n, p in prepared.items() if p.left_out}
     results["secure_aggregation"] = {"query_ids": list(outcome.query_ids), "notes": list(outcome.notes),
