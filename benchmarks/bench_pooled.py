@@ -20,8 +20,11 @@ def lifelines_pooled(df: pd.DataFrame) -> None:
     from lifelines.statistics import multivariate_logrank_test
 
     KaplanMeierFitter().fit(df["time"], df["event"] == 1)
-    AalenJohansenFitter(jitter_level=0, calculate_variance=True).fit(df["time"], df["event"], event_of_interest=1)
-    AalenJohansenFitter(jitter_level=0, calculate_variance=True).fit(df["time"], df["event"], event_of_interest=2)
+    for cause in (1, 2):
+        ajf = AalenJohansenFitter(calculate_variance=True)
+        # Jitter off: lifelines would otherwise perturb tied times (it has no switch for it).
+        ajf._check_for_duplicates = lambda **_kw: False
+        ajf.fit(df["time"], df["event"], event_of_interest=cause)
     multivariate_logrank_test(df["time"], df["group"], df["event"] == 1)
 
 
