@@ -139,3 +139,28 @@ def test_invalid_input_is_refused():
         kaplan_meier(np.array([0.0, 1.0]), np.array([0, -1]), np.array([0, 2]))
     with pytest.raises(ValueError, match="conf_type"):
         kaplan_meier(np.array([0.0, 1.0]), np.array([0, 1]), np.array([0, 2]), conf_type="logit")
+
+
+def four_deaths():
+    # Deaths at 1, 2, 3, 4 of four patients: S = 3/4, 1/2, 1/4, 0 (R: survfit(Surv(1:4) ~ 1)).
+    return kaplan_meier(np.arange(5.0), np.array([0, 1, 1, 1, 1]), np.zeros(5, dtype=np.int64))
+
+
+def test_midpoint_rule_by_hand():
+    # 1 - S equals 0.25, 0.5, 0.75 exactly on [1, 2), [2, 3), [3, 4): the midpoints.
+    q = km_quantiles(four_deaths(), (0.25, 0.5, 0.75, 1.0))
+    np.testing.assert_array_equal(q.estimate, [1.5, 2.5, 3.5, 4.0])
+    assert km_median(four_deaths()).estimate == 2.5
+
+
+def test_report_times_by_hand():
+    t = four_deaths()
+    at = km_at_times(t, [10.0, 0.0, 2.5])  # sorted as R sorts them
+    np.testing.assert_array_equal(at.time, [0.0, 2.5, 10.0])
+    np.testing.assert_array_equal(at.n_risk, [4, 2, 0])       # #{T >= t}
+    np.testing.assert_array_equal(at.n_event, [0, 2, 2])      # in (previous time, t]
+    np.testing.assert_array_equal(at.estimate, [1.0, 0.5, 0.0])
+    # Greenwood at 2.5: 1/(4*3) + 1/(3*2) = 1/4, so SE(S) = 0.5 * 0.5; NA once S = 0
+    assert at.std_err[1] == pytest.approx(0.25, abs=1e-15)
+    assert at.std_err[0] == 0.0 and np.isnan(at.std_err[2])
+    assert (at.lower[0], at.upper[0]) == (1.0, 1.0)
