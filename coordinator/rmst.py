@@ -81,6 +81,28 @@ class RmstComparison:
     conf_level: float
     contrasts: tuple[RmstContrast, ...]
 
+    def to_dict(self) -> dict:
+        """Plain Python values for results.json (NaN stays NaN; the caller maps it to null)."""
+        groups = {
+            lab: {"estimate": float(e), "std_err": float(s), "lower": float(lo), "upper": float(hi)}
+            for lab, e, s, lo, hi in zip(self.labels, self.estimate, self.std_err, self.lower, self.upper)
+        }
+        contrasts = []
+        for c in self.contrasts:
+            entry = {
+                "group": c.group,
+                "reference": c.reference,
+                "difference": {"estimate": c.difference, "std_err": c.difference_std_err,
+                               "lower": c.difference_lower, "upper": c.difference_upper, "p": c.difference_p},
+                "ratio": {"estimate": c.ratio, "log_std_err": c.ratio_log_std_err,
+                          "lower": c.ratio_lower, "upper": c.ratio_upper, "p": c.ratio_p},
+            }
+            if c.rmtl_ratio is not None:
+                entry["rmtl_ratio"] = {"estimate": c.rmtl_ratio, "lower": c.rmtl_ratio_lower,
+                                       "upper": c.rmtl_ratio_upper, "p": c.rmtl_ratio_p}
+            contrasts.append(entry)
+        return {"conf_level": self.conf_level, "groups": groups, "contrasts": contrasts}
+
 
 def _two_sided_p(z: float) -> float:
     return float(2 * norm.sf(abs(z)))

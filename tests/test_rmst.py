@@ -113,3 +113,13 @@ def test_compare_rmst_all_pairs():
     pairs = [(c.reference, c.group, c.difference) for c in cmp.contrasts]
     assert pairs == [("1", "2", 1.0), ("1", "3", 3.0), ("2", "3", 2.0)]
     assert all(c.rmtl_ratio is None for c in cmp.contrasts)
+
+
+def test_comparison_as_plain_values():
+    d = compare_rmst(["A", "B"], [10.0, 12.0], [1.0, 2.0], tau=20.0).to_dict()
+    assert d["groups"]["B"] == {"estimate": 12.0, "std_err": 2.0,
+                                "lower": pytest.approx(12 - 2 * Z975), "upper": pytest.approx(12 + 2 * Z975)}
+    (c,) = d["contrasts"]
+    assert (c["group"], c["reference"], c["difference"]["estimate"]) == ("B", "A", 2.0)
+    assert c["ratio"]["estimate"] == pytest.approx(1.2) and c["rmtl_ratio"]["estimate"] == pytest.approx(0.8)
+    assert "rmtl_ratio" not in compare_rmst(["A", "B"], [10.0, 12.0], [1.0, 2.0]).to_dict()["contrasts"][0]
