@@ -64,14 +64,16 @@ def _stratum_score(d1: np.ndarray, d2: np.ndarray, at_risk: np.ndarray,
     km_prev = np.vstack((np.ones((1, n_groups)), km[:-1]))
     inc = np.cumsum(np.where(live, km_prev * d1 / safe_n, 0.0), axis=0)
     inc_prev = np.vstack((np.zeros((1, n_groups)), inc[:-1]))
-    h = np.where(live, at_risk / km_prev, 0.0)
+    # A group at risk has S_g(t-) > 0; the others only need a harmless denominator.
+    safe_km = np.where(live, km_prev, 1.0)
+    h = np.where(live, at_risk / safe_km, 0.0)
     h_sum = h.sum(axis=1)
-    r_sum = np.where(live, at_risk * (1.0 - inc_prev) / km_prev, 0.0).sum(axis=1)
+    r_sum = np.where(live, at_risk * (1.0 - inc_prev) / safe_km, 0.0).sum(axis=1)
     pooled = np.cumsum(total_d1 / h_sum)
     pooled_prev = np.concatenate(([0.0], pooled[:-1]))
     weight = (1.0 - pooled_prev) ** rho
     score = np.sum(weight[:, None] * np.where(
-        live, d1 - total_d1[:, None] * at_risk * (1.0 - inc_prev) / (km_prev * r_sum[:, None]), 0.0), axis=0)
+        live, d1 - total_d1[:, None] * at_risk * (1.0 - inc_prev) / (safe_km * r_sum[:, None]), 0.0), axis=0)
 
     a = weight[:, None, None] * (np.einsum("tg,gk->tgk", h, np.eye(n_groups))
                                  - h[:, :, None] * h[:, None, :] / h_sum[:, None, None])
