@@ -97,7 +97,7 @@ def _ij_variance(n: np.ndarray, d: np.ndarray, censored: np.ndarray, s_prev: np.
     expansion cancels too much for the square root (a variance near 0, e.g. an incidence
     that reaches 1), the rows are summed cell by cell instead (_ij_variance_rows).
     """
-    m, k = d.shape
+    m = d.shape[0]
     d_all = d.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         # The survivor path a_j solves a linear recursion whose factor is S_j / S_{j-1}:
@@ -233,7 +233,7 @@ def aalen_johansen(time, counts, conf_level: float = 0.95, conf_type: str = "log
     # order; repeating its arithmetic lands an incidence that reaches 1 on exactly 1.0 as
     # in R, which decides where log-log limits are undefined.
     s = np.cumprod(1.0 - d.sum(axis=1) / n)
-    s_prev = np.concatenate(([1.0], s[:-1]))
+    s_prev = np.concatenate(([1.0], s[:-1]))[:len(s)]
     incidence = np.cumsum(s_prev[:, None] * hazards, axis=0)
     if variance == "ij":
         var = _ij_variance(n, d.astype(float), censored.astype(float), s_prev, s, incidence)

@@ -205,3 +205,11 @@ def test_bad_arguments_are_refused():
     (t,) = aalen_johansen(np.arange(3.0), counts)
     with pytest.raises(ValueError, match="increasing"):
         cif_at_times(t, [2, 1])
+
+
+def test_a_stratum_without_patients_gives_empty_curves():
+    for variance in ("ij", "gray"):
+        tables = aalen_johansen(np.arange(4.0), np.zeros((4, 3), dtype=np.int64), variance=variance)
+        assert [len(t.time) for t in tables] == [0, 0]
+    at = cif_at_times(tables[0], [1, 2])
+    assert at.n_risk.tolist() == [0, 0] and at.estimate.tolist() == [0.0, 0.0]
