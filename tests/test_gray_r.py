@@ -16,7 +16,6 @@ from coordinator.gray import _stratum_score, gray_test
 from r_reference import CASES, DATA, expected, histogram
 
 TOL = 1e-8
-COLON_CAUSES = (1, 2)
 
 
 def grouped(case: str) -> tuple[np.ndarray, np.ndarray]:
