@@ -202,7 +202,7 @@ def aalen_johansen(time, counts, conf_level: float = 0.95, conf_type: str = "log
     patients leaving by cause k. Rows with no patient are dropped, as R reports only times
     at which something happens. With n_j = #{T >= t_j} and d_kj the events of cause k,
       S(t_j) = S(t_j-1) (1 - sum_k d_kj / n_j),  F_k(t_j) = F_k(t_j-1) + S(t_j-1) d_kj / n_j
-    (Aalen & Johansen 1978); the arithmetic follows survfitaj.c's order of operations.
+    (Aalen & Johansen 1978); the arithmetic follows survival 3.5-3's survfitci.c.
 
     variance = "ij": the infinitesimal-jackknife standard error survfit reports for a
     multi-state curve (see _ij_variance); "gray": the square root of cmprsk::cuminc's
@@ -238,7 +238,8 @@ def aalen_johansen(time, counts, conf_level: float = 0.95, conf_type: str = "log
     if variance == "ij":
         var = _ij_variance(n, d.astype(float), censored.astype(float), s_prev, s, incidence)
     else:
-        var = _gray_variance(n, d, s_prev, s, incidence)
+        # cinc's v1 + F^2 v3 - 2 F v2 can round a zero variance just below 0.
+        var = np.maximum(_gray_variance(n, d, s_prev, s, incidence), 0.0)
     std_err = np.sqrt(var)
     tables = []
     for c in range(d.shape[1]):
