@@ -128,7 +128,9 @@ def _finish_axes(ax: Axes, ticks: list[float], t_max: float, time_unit: str, qua
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel(f"Time ({time_unit})")
     ax.set_ylim(0.0, y_top)
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    # Round percentages only: a 2.5% step printed without decimals would mislabel its ticks.
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
     ax.set_ylabel(quantity)
     ax.grid(True, color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)

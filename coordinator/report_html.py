@@ -29,6 +29,8 @@ from coordinator.disclosure import DisclosureRule, rule_from_results
 from protocol.errors import FedsurvError
 
 REPORT_NAME = "report.html"
+# Number at risk as R and survminer count it; joiners keep it on one line.
+AT_RISK = "#\u2060{T\u00a0\u2265\u00a0t}"
 _CSV_COLUMNS = ("section", "stratum", "cause", "time", "n_risk", "n_event", "n_censor",
                 "estimate", "std_err", "lower", "upper")
 _COUNT_COLUMNS = {"n", "n_risk", "n_event", "n_censor", "observed", "successes", "count", "missing",
@@ -186,20 +188,21 @@ class _Table:
         self.numeric = list(numeric) + [False] * (len(header) - len(numeric))
         self.rows: list[str] = []
 
-    def row(self, cells: Sequence[Any], counts: Sequence[int] = (), cls: str = "") -> None:
+    def row(self, cells: Sequence[Any], counts: Sequence[int] = (), cls: str = "", indent: bool = False) -> None:
         tds = []
         for i, c in enumerate(cells):
             classes = [k for k, on in (("num", self.numeric[i] if i < len(self.numeric) else False),
-                                        ("count", i in counts)) if on]
+                                        ("count", i in counts), ("indent", indent and i == 0)) if on]
             attr = f' class="{" ".join(classes)}"' if classes else ""
             tds.append(f"<td{attr}>{_e(c)}</td>")
         self.rows.append(f"<tr{f' class={chr(34)}{cls}{chr(34)}' if cls else ''}>{''.join(tds)}</tr>")
 
     def html(self) -> str:
-        cap = f"<caption>{_e(self.caption)}</caption>" if self.caption else ""
+        # The title sits outside the scrolling box so that it wraps on a narrow screen.
+        cap = f'<div class="table-title">{_e(self.caption)}</div>' if self.caption else ""
         ths = "".join(f'<th scope="col"{" class=num" if n else ""}>{_e(h)}</th>'
                       for h, n in zip(self.header, self.numeric))
-        return (f'<div class="table-wrap"><table>{cap}<thead><tr>{ths}</tr></thead>'
+        return (f'{cap}<div class="table-wrap"><table><thead><tr>{ths}</tr></thead>'
                 f'<tbody>{"".join(self.rows)}</tbody></table></div>')
 
 
@@ -231,10 +234,10 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 nav.toc{background:var(--bg-soft);padding:.6rem 1rem;border-radius:4px;margin:1rem 0}
 nav.toc ol{margin:.3rem 0;padding-left:1.3rem}
 nav.toc a{color:var(--accent);text-decoration:none}
-.table-wrap{width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.5rem 0 1rem;
+.table-wrap{width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.3rem 0 1rem;
  border:1px solid var(--line);border-radius:4px}
 table{border-collapse:collapse;min-width:100%;font-size:.92rem;font-variant-numeric:tabular-nums}
-caption{caption-side:top;text-align:left;font-weight:600;padding:.45rem .6rem;background:var(--bg-soft)}
+.table-title{font-weight:600;margin:1rem 0 .2rem}
 th,td{padding:.38rem .65rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{font-weight:600;background:#fafafa;min-width:5rem}
 td{white-space:nowrap}
@@ -335,7 +338,7 @@ def _band_caption(ctx: _Context) -> str:
 
 
 def _interval_note(ctx: _Context) -> str:
-    return (f"At risk: patients still followed at the time (#{{T \u2265 t}}). Events and censorings are "
+    return (f"At risk: patients still followed at the time ({AT_RISK}). Events and censorings are "
             f"counted in the interval since the previous report time (since time 0 for the first). "
             f"Times in {ctx.unit}.")
 
@@ -357,7 +360,7 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
         parts.append(ctx.figure_html(
             drawn, alt=f"Kaplan-Meier curves of {quantity}{by}",
             caption=f"Kaplan-Meier estimate of {quantity}{by} ({_band_caption(ctx)}{marks}). "
-                    f"Number at risk (#{{T \u2265 t}}) under the time axis."))
+                    f"Number at risk ({AT_RISK}) under the time axis."))
     # The table at the report times.
     head = f"{_cap(quantity)} ({ctx.ci})"
     t = _Table(["Group", f"Time ({ctx.unit})", "At risk", "Events", "Censored", head],
@@ -380,7 +383,7 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
         parts.append(_p(_interval_note(ctx), "muted"))
     # Median and totals.
     m = _Table(["Group", "Patients", "Events", f"Median time ({ctx.ci})"],
-               caption=f"Median time ({_cap(quantity)} reaching 50%)", numeric=[False, True, True, False])
+               caption=f"Median time: when {quantity} falls to 50%", numeric=[False, True, True, False])
     for key in strata:
         st = strata[key]
         med = st.get("median") or {}
@@ -395,7 +398,7 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
     parts.append(m.html())
     # RMST up to each report time.
     r_t = _Table(["Group", f"\u03c4 ({ctx.unit})", f"Restricted mean survival time ({ctx.ci})"],
-                 caption=f"Restricted mean survival time: mean {quantity} time up to \u03c4",
+                 caption=f"Restricted mean survival time: the area under the {quantity} curve up to \u03c4",
                  numeric=[False, True, False])
     any_rmst = False
     for key in strata:
@@ -454,7 +457,7 @@ def _cif_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str,
             parts.append(ctx.figure_html(
                 drawn, alt=f"{_cap(quantity)}{by}",
                 caption=f"Aalen-Johansen estimate of the {quantity}{by}, other causes competing "
-                        f"({_band_caption(ctx)}). Number at risk (#{{T \u2265 t}}) under the time axis."))
+                        f"({_band_caption(ctx)}). Number at risk ({AT_RISK}) under the time axis."))
         t = _Table(["Group", f"Time ({ctx.unit})", "At risk", f"Events ({_words(cause)})", f"{_cap(quantity)} ({ctx.ci})"],
                    caption=f"{_cap(quantity)} at the report times", numeric=[False, True, True, True, False])
         any_at = False
@@ -634,12 +637,16 @@ def _proportion_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tup
 
 def _describe_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, list[dict]]:
     variables = res.get("variables") or {}
-    t = _Table(["Characteristic", "Value"], numeric=[False, True])
+    total = ctx.results.get("n")
+    if total is None:
+        total = sum(int(s.get("n") or 0) for s in ctx.results.get("sites") or [] if isinstance(s, dict))
+    t = _Table(["Characteristic", f"All patients (n = {ctx.count(total)})" if total else "Value"],
+               numeric=[False, True])
     rows = []
     for vname, v in variables.items():
         if v.get("type") == "numeric":
-            t.row([f"{_words(vname)}, mean (SD)", f"{number(v.get('mean'))} ({number(v.get('sd'))})"])
-            t.row(["  patients with a value", ctx.count(v.get("n"))], counts=(1,))
+            t.row([f"{_words(vname)}, mean (SD)", f"{number(v.get('mean'))} ({number(v.get('sd'))})"], cls="group")
+            t.row(["patients with a value", ctx.count(v.get("n"))], counts=(1,), indent=True)
             rows.append({"variable": vname, "type": "numeric", "n": v.get("n"), "missing": v.get("missing"),
                          "mean": v.get("mean"), "sd": v.get("sd")})
         else:
@@ -651,12 +658,12 @@ def _describe_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple
                     share = ctx.rule.share(count, n)
                 else:
                     share = f"{_fixed(float(c['percent']), 1)}%"
-                t.row([f"{lvl}", f"{ctx.count(count)} ({share})" if share else ctx.count(count)], counts=())
+                t.row([f"{lvl}", f"{ctx.count(count)} ({share})" if share else ctx.count(count)], indent=True)
                 rows.append({"variable": vname, "type": "categorical", "level": lvl, "count": count,
                              "percent": c.get("percent") if not ctx.rule.withholds(count) else share})
             rows.append({"variable": vname, "type": "categorical", "level": "(all)", "n": n, "missing": v.get("missing")})
         if v.get("missing"):
-            t.row(["  missing", ctx.count(v.get("missing"))], counts=(1,))
+            t.row(["missing", ctx.count(v.get("missing"))], counts=(1,), indent=True)
     note = _p("Percentages are of the patients with a known value.", "muted")
     return t.html() + note, rows
 

@@ -220,7 +220,7 @@ def make_results(min_count: int = 0) -> dict:
                               "levels": {"UPS": {"count": 127, "percent": 100 * 127 / 131},
                                          "MPNST": {"count": 4, "percent": 100 * 4 / 131},
                                          "other": {"count": 0, "percent": 0.0}}},
-                "age": {"type": "numeric", "n": 129, "missing": 4, "mean": 54.25, "sd": 15.125}}},
+                "age": {"type": "numeric", "n": 129, "missing": 4, "mean": 54.31, "sd": 15.14}}},
         },
     }
 
@@ -439,11 +439,11 @@ def test_proportion_prints_as_the_issue_asks(rendered):
 
 def test_table1(rendered):
     _, csvs, page = rendered
-    values = dict((r[0][0], r[1][0]) for t in page.tables if t["header"] == ["Characteristic", "Value"]
+    values = dict((r[0][0], r[1][0]) for t in page.tables if t["header"][:1] == ["Characteristic"]
                   for r in t["rows"])
     assert values["1"] == "60 (45.8%)" and values["2"] == "71 (54.2%)"
     assert values["MPNST"] == "4 (3.1%)" and values["other"] == "0 (0.0%)"
-    assert values["age, mean (SD)"] == "54.2 (15.1)" or values["age, mean (SD)"] == "54.3 (15.1)"
+    assert values["age, mean (SD)"] == "54.3 (15.1)"
 
 
 def test_every_interval_contains_its_estimate_and_names_its_quantity(rendered):
@@ -506,7 +506,7 @@ def test_disclosure_rule_applies_to_every_released_count(monkeypatch):
     assert all(re.fullmatch(r"\d+|<5", c) for c in counts), [c for c in counts if not re.fullmatch(r"\d+|<5", c)]
     site_rows = {r[0][0]: r[1][0] for t in page.tables if t["header"] == ["Site", "Patients"] for r in t["rows"]}
     assert site_rows["alpha"] == "<5"
-    values = dict((r[0][0], r[1][0]) for t in page.tables if t["header"] == ["Characteristic", "Value"]
+    values = dict((r[0][0], r[1][0]) for t in page.tables if t["header"][:1] == ["Characteristic"]
                   for r in t["rows"])
     assert values["MPNST"] == "<5 (<3.9%)"  # 3.1% would give the count back
     assert values["other"] == "0 (0.0%)"
