@@ -234,6 +234,10 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 nav.toc{background:var(--bg-soft);padding:.6rem 1rem;border-radius:4px;margin:1rem 0}
 nav.toc ol{margin:.3rem 0;padding-left:1.3rem}
 nav.toc a{color:var(--accent);text-decoration:none}
+section.summary h2{border-top:0;margin-top:1rem}
+section.summary ul{padding-left:1.2rem}
+section.summary li{margin:.3rem 0}
+section.summary a{color:var(--accent);font-weight:600;text-decoration:none}
 .table-wrap{width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.3rem 0 1rem;
  border:1px solid var(--line);border-radius:4px}
 table{border-collapse:collapse;min-width:100%;font-size:.92rem;font-variant-numeric:tabular-nums}
@@ -287,6 +291,17 @@ class _Context:
         self.censor_marks = censor_marks
         self.stacked = stacked
         self.progress = progress or (lambda msg: None)
+        self.headlines: list[tuple[str, str]] = []  # (analysis name, sentence) for the summary
+
+    def headline(self, name: str, text: str) -> None:
+        self.headlines.append((name, text))
+
+    def at_times_headline(self, name: str, quantity: str, at: Mapping[str, Sequence]) -> None:
+        """"Overall survival at 12 months: 77.0% (95% CI 63.1% to 90.2%); at 24 months: ..."."""
+        parts = [f"at {time_text(r.get('time'), self.unit)}: "
+                 f"{interval(r.get('estimate'), r.get('lower'), r.get('upper'), self.ci)}" for r in _at_rows(at)]
+        if parts:
+            self.headline(name, f"{_cap(quantity)} " + "; ".join(parts) + ".")
 
     def count(self, x: Any) -> str:
         return self.rule.count(x)
@@ -361,6 +376,8 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
             drawn, alt=f"Kaplan-Meier curves of {quantity}{by}",
             caption=f"Kaplan-Meier estimate of {quantity}{by} ({_band_caption(ctx)}{marks}). "
                     f"Number at risk ({AT_RISK}) under the time axis."))
+    if "all" in strata:
+        ctx.at_times_headline(name, quantity, strata["all"].get("at_times") or {})
     # The table at the report times.
     head = f"{_cap(quantity)} ({ctx.ci})"
     t = _Table(["Group", f"Time ({ctx.unit})", "At risk", "Events", "Censored", head],
@@ -444,6 +461,9 @@ def _cif_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str,
     for cause in causes:
         quantity = cif_quantity(cause)
         parts.append(f"<h3>{_e(_cap(quantity))}</h3>")
+        if "all" in strata:
+            ctx.at_times_headline(name, quantity, (((strata["all"].get("causes") or {}).get(cause) or {})
+                                                   .get("at_times") or {}))
         curves = {}
         for k in shown:
             tb = ((strata[k].get("causes") or {}).get(cause) or {}).get("table") or {}
@@ -517,6 +537,7 @@ def _logrank_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[
     sentence = (f"{test} comparing {quantity} between levels of {gname}{strat}: "
                 f"\u03c7\u00b2 = {number(chisq, 2)} on {time_value(df) or '?'} degree{'s' if _num(df) != 1 else ''} "
                 f"of freedom, {p_text(res.get('p'))}.")
+    ctx.headline(name, sentence)
     t = _Table([_cap(gname), "Patients", "Observed events", "Expected events", "Observed / expected"],
                numeric=[False, True, True, True, True])
     rows = []
@@ -538,6 +559,7 @@ def _gray_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str
     sentences, rows = [], []
     for cause, r in (res.get("causes") or {}).items():
         t.row([_words(cause), number(r.get("stat"), 2), time_value(r.get("df")), _p_value(r.get("p"))])
+        ctx.headline(name, f"Gray's test, {cif_quantity(cause)} by {gname}: {p_text(r.get('p'))}.")
         sentences.append(_p(f"Gray's test comparing the {cif_quantity(cause)} between levels of {gname}{strat}: "
                             f"\u03c7\u00b2 = {number(r.get('stat'), 2)} on {time_value(r.get('df'))} degrees of "
                             f"freedom, {p_text(r.get('p'))}.", "result"))
@@ -591,6 +613,9 @@ def _rmst_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str
             if dv is not None and lv is not None and uv is not None:
                 more = "longer" if dv >= 0 else "shorter"
                 a, b = (lv, uv) if dv >= 0 else (-uv, -lv)
+                ctx.headline(name, f"Patients with {gname} = {grp} lived on average {number(abs(dv))} {ctx.unit} "
+                                   f"({ctx.ci} {number(a)} to {number(b)}) {more} {within} than patients with "
+                                   f"{gname} = {ref} ({p_text(d.get('p'))}).")
                 sentences.append(_p(
                     f"Patients with {gname} = {grp} lived on average {number(abs(dv))} {ctx.unit} "
                     f"({ctx.ci} {number(a)} to {number(b)}) {more} {within} than patients with "
@@ -625,6 +650,8 @@ def _proportion_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tup
     quantity = f"proportion with {what}"
     t = _Table(["Quantity", "Patients with", "Patients", f"{_cap(quantity)} ({ctx.ci})", "Interval method"],
                numeric=[False, True, True, False, False])
+    ctx.headline(name, f"{_cap(quantity)}: {ctx.count(res.get('successes'))} of {ctx.count(res.get('n'))} patients, "
+                       f"{interval(res.get('estimate'), res.get('lower'), res.get('upper'), ctx.ci)}.")
     t.row([_cap(quantity), ctx.count(res.get("successes")), ctx.count(res.get("n")),
            interval(res.get("estimate"), res.get("lower"), res.get("upper"), ctx.ci), method], counts=(1, 2))
     extra = ""
@@ -805,13 +832,14 @@ def render_report(
                                       f"and incidence"),
              ("Smallest count released", str(rule.min_count) if rule.active else "no limit")]
     body.append(_facts(facts, {"Plan hash (SHA-256)": hash_html}))
+    summary_at = len(body)
     body.append(f'<div class="note">{_e(rule.statement())}</div>')
     left_out = results.get("left_out") or {}
     if left_out:
         body.append(_p("Rows left out on purpose (by the plan's missing-value rules): " + "; ".join(
             f"{_words(k)}: {ctx.count(v)}" for k, v in left_out.items()) + ".", "muted"))
     # Table of contents.
-    toc = ['<li><a href="#sites">Participating sites</a></li>']
+    toc = ['<li><a href="#summary">Main results</a></li>', '<li><a href="#sites">Participating sites</a></li>']
     for name, res in analyses.items():
         kind = (res or {}).get("kind")
         toc.append(f'<li><a href="#a-{_e(slug(name))}">{_e(name)}</a> '
@@ -853,6 +881,9 @@ def render_report(
         sub = (" \u00b7 ".join(what) + " \u00b7 " if what else "") + f"data: {fname}.csv"
         body.append(f'<section id="a-{_e(slug(name))}"><h2><span class="kind">{_e(_KIND_NAMES.get(kind, kind))}</span>'
                     f'{_e(name)}</h2>{_p(sub, "muted")}{section}</section>')
+    if ctx.headlines:
+        items = "".join(f'<li><a href="#a-{_e(slug(n))}">{_e(n)}</a>: {_e(text)}</li>' for n, text in ctx.headlines)
+        body.insert(summary_at, f'<section id="summary" class="summary"><h2>Main results</h2><ul>{items}</ul></section>')
     # The plan.
     plan_doc = results.get("plan") or {}
     ep_items = [(f"Endpoint {k}", _endpoint_text(k, v)) for k, v in (plan_doc.get("endpoints") or {}).items()

@@ -585,3 +585,17 @@ def test_report_command(tmp_path: Path):
     (empty / "results.json").write_text("{not json")
     result = CliRunner().invoke(root, ["report", str(empty)])
     assert result.exit_code != 0 and "not valid JSON" in result.output
+
+
+def test_main_results_summary(rendered):
+    _, _, page = rendered
+    text = page.all_text()
+    at = expected("lung_sex")["strata"]["all"]["km"]["at_times"]
+    ci = at["ci"][CI_TYPE]
+    first = f"Overall survival at 90 days: {pct_ci(at['surv'][0], ci['lower'][0], ci['upper'][0])}; at 180 days:"
+    assert first in text
+    assert "Proportion with complication = 1: 0 of 34 patients, 0.0% (95% CI 0.0% to 10.3%)." in text
+    cif = expected("colon_cr_rx")["strata"]["all"]["aalen_johansen"]["at_times"]["cif"]["1"]
+    assert (f"Cumulative incidence of recurrence at 365 days: "
+            f"{pct_ci(cif['est'][0], cif['ci'][CI_TYPE]['lower'][0], cif['ci'][CI_TYPE]['upper'][0])}") in text
+    assert text.index("Main results") < text.index("Participating sites")
