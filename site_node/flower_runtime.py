@@ -319,3 +319,34 @@ def wait_for_runtime_api(address: str, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"the SuperNode's Runtime API at {address} did not come up in {timeout:.0f} s")
+
+
+def build_answer(cfg: SiteConfig) -> tuple[Answer, Audit]:
+    """The site's answer function and audit hook, from its installed fedsurv and its own files."""
+    from protocol.roster import Roster
+    from site_node.keystore import load_party
+    from site_node.mapping import load_mapping
+    from site_node.policy import load_policy
+    from site_node.prepare import prepare_site_data
+    from site_node.responder import SiteNode
+
+    passphrase = os.environ.get(cfg.passphrase_env) if cfg.passphrase_env else None
+    keys = load_party(cfg.keys, passphrase=passphrase)
+    roster = Roster.from_toml(cfg.roster.read_text(), where=str(cfg.roster))
+    policy = load_policy(cfg.policy) if cfg.policy else None
+    mapping = load_mapping(cfg.mapping) if cfg.mapping else None
+    node = SiteNode(cfg.name, load_data=lambda plan: prepare_site_data(plan, cfg.data, mapping), keys=keys,
+                    roster=roster, policy=policy, audit_path=cfg.audit_log, approvals_dir=cfg.approvals_dir)
+    return node.answer, audit_appender(cfg.audit_log)
+
+
+def audit_appender(path: Path) -> Audit:
+    """Records what the loop refused before any query reached the site's code."""
+    from site_node.audit import AuditLog
+
+    log_ = AuditLog(path)
+
+    def record(kind: str, details: dict) -> None:
+        log_.append({"event": kind, **details})
+
+    return record
