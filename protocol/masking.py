@@ -1,0 +1,124 @@
+"""Pairwise additive masks that cancel in the consortium's sum (Bonawitz et al. 2017, §4,
+without the dropout-recovery shares: fedsurv reruns the round instead).
+
+For participants i < j (by the code-point order of their names) both derive the same key
+
+    k_ij = HKDF-SHA256(X25519(sk_i, pk_j), salt = none,
+                       info = "fedsurv pairwise mask v1" | canonical JSON of
+                              [query id, plan hash, sorted participants, [i, j]])
+
+and expand it with ChaCha20 (zero nonce: each key serves one query only) into m_ij, a
+vector of uint64. Site i sends  x_i + sum_{j > i} m_ij - sum_{j < i} m_ji  (mod 2^64), so
+the masks cancel exactly in the sum over all participants and nowhere else. Binding the
+query id, plan hash and participant list into the key means a replayed, altered or
+re-scoped query gets unrelated masks, and different plans never cancel.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from protocol.keys import PartyKeys
+
+MASK_INFO = b"fedsurv pairwise mask v1"
+_ZERO_NONCE = bytes(16)
+_CHUNK = 32768  # cells per keystream piece (256 KiB)
+
+
+def mask_context(query_id: str, plan_sha256: str, participants: Iterable[str]) -> list:
+    return [query_id, plan_sha256, sorted(participants)]
+
+
+def pair_key(shared_secret: bytes, query_id: str, plan_sha256: str, participants: Iterable[str],
+             a: str, b: str) -> bytes:
+    """The 32-byte ChaCha20 key two participants share for one query."""
+    info = MASK_INFO + json.dumps(mask_context(query_id, plan_sha256, participants) + [sorted((a, b))],
+                                  separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared_secret)
+
+
+def keystream(key: bytes, cells: int, zeros: bytes | None = None, out: bytearray | None = None) -> np.ndarray:
+    """`cells` uint64 values of the ChaCha20 keystream under `key` (a view of `out` if given)."""
+    size = 8 * cells
+    zeros = zeros if zeros is not None else bytes(size)
+    out = out if out is not None else bytearray(size + 16)
+    enc = Cipher(algorithms.ChaCha20(key, _ZERO_NONCE), mode=None).encryptor()
+    enc.update_into(zeros[:size] if len(zeros) != size else zeros, out)
+    return np.frombuffer(out, dtype="<u8", count=cells)
+
+
+class Masker:
+    """One party's masking: keeps the static X25519 secrets it shares with its peers, since
+    the roster's keys are long-term and only the HKDF step depends on the query."""
+
+    def __init__(self, keys: PartyKeys):
+        self._keys = keys
+        self._secrets: dict[bytes, bytes] = {}
+
+    def _secret(self, peer_public: bytes) -> bytes:
+        s = self._secrets.get(peer_public)
+        if s is None:
+            s = self._secrets[peer_public] = self._keys.shared_secret(peer_public)
+        return s
+
+    def mask(self, vector: np.ndarray, query_id: str, plan_sha256: str, participants: Sequence[str],
+             peers: Mapping[str, bytes]) -> np.ndarray:
+        """The masked uint64 vector of this party's int64 tallies.
+
+        `peers` maps every other participant to its X25519 public key (from the roster).
+        """
+        me = self._keys.name
+        others = [p for p in participants if p != me]
+        if len(others) != len(participants) - 1:
+            raise ValueError(f"{me} must appear once among the participants")
+        out = np.asarray(vector, dtype=np.int64).view(np.uint64).copy()
+        cells = out.size
+        streams = []
+        for peer in others:
+            k = pair_key(self._secret(peers[peer]), query_id, plan_sha256, participants, me, peer)
+            streams.append((Cipher(algorithms.ChaCha20(k, _ZERO_NONCE), mode=None).encryptor(),
+                            np.add if peer > me else np.subtract))
+        # Chunk by chunk, so each keystream piece is added while still in cache.
+        zeros, buf = bytes(8 * _CHUNK), bytearray(8 * _CHUNK + 16)
+        m = np.frombuffer(buf, dtype="<u8", count=_CHUNK)
+        for start in range(0, cells, _CHUNK):
+            part = out[start:start + _CHUNK]
+            n = part.size
+            z = zeros if n == _CHUNK else zeros[:8 * n]
+            for enc, op in streams:
+                enc.update_into(z, buf)
+                # uint64 arithmetic wraps, which is exactly addition modulo 2^64.
+                op(part, m[:n], out=part)
+        return out
+
+
+def mask_vector(keys: PartyKeys, vector: np.ndarray, query_id: str, plan_sha256: str,
+                participants: Sequence[str], peers: Mapping[str, bytes]) -> np.ndarray:
+    return Masker(keys).mask(vector, query_id, plan_sha256, participants, peers)
+
+
+def sum_masked(payloads: Iterable[np.ndarray]) -> np.ndarray:
+    """The element-wise sum modulo 2^64 of masked vectors, read as two's-complement int64."""
+    total: np.ndarray | None = None
+    for p in payloads:
+        p = np.asarray(p, dtype=np.uint64)
+        total = p.copy() if total is None else np.add(total, p, out=total)
+    if total is None:
+        raise ValueError("no payloads to sum")
+    return total.view(np.int64)
+
+
+def payload_bytes(masked: np.ndarray) -> bytes:
+    return np.asarray(masked, dtype="<u8").tobytes()
+
+
+def payload_vector(data: bytes, cells: int) -> np.ndarray:
+    if len(data) != 8 * cells:
+        raise ValueError(f"payload has {len(data)} bytes, the plan's layout needs {8 * cells}")
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64)

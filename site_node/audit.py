@@ -1,0 +1,167 @@
+"""The site's audit log: append-only JSON lines, each holding the hash of the one before.
+
+Every line is the canonical JSON (sorted keys, no spaces) of one entry. Each entry has
+
+- ``seq``: 1, 2, 3, ... in file order;
+- ``prev``: the ``hash`` of the entry before (64 zeros for the first);
+- ``hash``: SHA-256 of the canonical JSON of the entry without its ``hash`` key;
+- ``time`` (UTC, ISO 8601) and ``unix`` (seconds), and ``event`` ("query" for now);
+
+and, for a query: ``request_sha256``, ``signature_valid``, ``coordinator_key`` (base64 of
+the roster's coordinator key that verified the signature, or null), ``query_id``,
+``plan_sha256``, ``plan``, ``participants``, ``issued_at``, ``expires_at``, ``rerun_of``,
+``supersedes`` (earlier queries this one shows to have failed), ``decision`` ("ok",
+"refused", "error"), ``reasons``, ``detail`` (site-only detail of an error, never sent),
+``pending`` (waiting for manual approval), ``approval``, ``n``, ``tallies_sha256``,
+``payload_sha256`` and ``reply_sha256``.
+
+An edited line breaks its own hash; a deleted, inserted or reordered line breaks ``seq`` and
+``prev``. Removing the newest lines is the one change the chain cannot show on its own: the
+privacy officer notes the head hash `fedsurv audit show` prints, and the next entry's
+``prev`` must match it. Entries are written with a single write, flushed and fsynced before
+the reply leaves the site.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from protocol.errors import FedsurvError
+
+GENESIS = "0" * 64
+
+
+class AuditError(FedsurvError):
+    """The audit log cannot be written or does not verify; no reply may leave the site."""
+
+
+def canonical(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    entries: int
+    head: str
+    first_bad: int | None = None  # 1-based entry (= line) number
+    message: str = ""
+
+
+def verify_lines(lines: list[str]) -> tuple[Verification, list[dict[str, Any]]]:
+    """Check the chain; stops at the first bad entry and names it."""
+    prev, entries = GENESIS, []
+    for i, line in enumerate(lines, start=1):
+        def bad(why: str) -> tuple[Verification, list[dict[str, Any]]]:
+            return Verification(False, len(entries), prev, i, f"entry {i} (line {i}): {why}"), entries
+
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            return bad("not valid JSON")
+        if not isinstance(e, dict) or not {"seq", "prev", "hash"} <= set(e):
+            return bad("not an audit entry (seq, prev and hash missing)")
+        if e["seq"] != i:
+            return bad(f"sequence number {e['seq']} where {i} was expected (an entry was deleted, inserted or moved)")
+        if e["prev"] != prev:
+            return bad("does not chain to the entry before it (an entry was deleted, inserted, moved or edited)")
+        if entry_hash(e) != e["hash"]:
+            return bad("its content does not match its hash (the entry was edited)")
+        prev = e["hash"]
+        entries.append(e)
+    return Verification(True, len(entries), prev), entries
+
+
+def verify_log(path: str | Path) -> tuple[Verification, list[dict[str, Any]]]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise AuditError(f"{path}: cannot read the audit log ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Verification(False, 0, GENESIS, 1, "the log is not UTF-8 text"), []
+    if text and not text.endswith("\n"):
+        # A torn final write: the entry never completed, so no reply left for it.
+        lines = text.split("\n")
+        return Verification(False, len(lines) - 1, GENESIS, len(lines),
+                            f"entry {len(lines)} (line {len(lines)}): incomplete line (torn write)"), []
+    return verify_lines(text.splitlines())
+
+
+class AuditLog:
+    """An open, verified audit log (or an in-memory one when `path` is None)."""
+
+    def __init__(self, path: str | Path | None, clock: Callable[[], float]):
+        self.path = Path(path) if path is not None else None
+        self._clock = clock
+        self.entries: list[dict[str, Any]] = []
+        self.head = GENESIS
+        if self.path is not None and self.path.exists():
+            result, entries = verify_log(self.path)
+            if not result.ok:
+                raise AuditError(f"audit log {self.path} does not verify ({result.message}); this site answers "
+                                 "nothing until its privacy officer has examined it")
+            self.entries, self.head = entries, result.head
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write one entry durably (flush and fsync) or raise AuditError."""
+        now = self._clock()
+        entry = {**record, "seq": len(self.entries) + 1, "prev": self.head, "unix": now,
+                 "time": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="milliseconds")}
+        entry["hash"] = entry_hash(entry)
+        line = (canonical(entry) + "\n").encode("utf-8")
+        if self.path is not None:
+            try:
+                self._write(line)
+            except OSError as e:
+                raise AuditError(f"cannot write the audit log {self.path} ({e.strerror}); no reply was sent") from None
+        self.entries.append(entry)
+        self.head = entry["hash"]
+        return entry
+
+    def _write(self, line: bytes) -> None:
+        assert self.path is not None
+        new = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(5, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:
+            # Make the new file's directory entry durable too.
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+
+def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts by decision, the time span, and one line per query."""
+    by_decision: dict[str, int] = {}
+    rows = []
+    for e in entries:
+        d = "pending" if e.get("pending") else str(e.get("decision"))
+        by_decision[d] = by_decision.get(d, 0) + 1
+        rows.append({"seq": e["seq"], "time": e.get("time"), "query_id": e.get("query_id"),
+                     "plan": (e.get("plan") or {}).get("plan", {}).get("title") if isinstance(e.get("plan"), dict) else None,
+                     "plan_sha256": e.get("plan_sha256"), "participants": e.get("participants"),
+                     "decision": d, "reasons": e.get("reasons", []), "n": e.get("n")})
+    return {"entries": len(entries), "first": entries[0]["time"] if entries else None,
+            "last": entries[-1]["time"] if entries else None,
+            "head": entries[-1]["hash"] if entries else GENESIS, "decisions": by_decision, "queries": rows}

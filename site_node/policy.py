@@ -1,0 +1,200 @@
+"""The site policy: what a site's privacy officer allows the consortium to ask.
+
+A TOML file read only at the site (example: fedsurv/examples/policy.toml)::
+
+    [policy]
+    kinds = ["km", "cif", "logrank", "proportion", "describe"]  # analysis kinds allowed
+    variables = ["sex", "limb", "age"]   # plan variables that may stratify, group or be described
+    endpoints = ["os", "amp"]            # optional: endpoint names allowed (omit: any)
+    finest_bin_width = 1                 # the finest time grid accepted ...
+    time_unit = "months"                 # ... in this unit (days, weeks, months, years)
+    min_stratum_size = 5                 # a stratum with 1 to 4 patients here is refused (0 is fine)
+    min_sites = 3                        # fewest participants (never fewer than 3)
+    max_queries_per_day = 10             # answered queries in any 24 hours
+    same_plan_other_sites = false        # answer a plan again with another set of sites?
+    rerun_after_dropout = false          # trust the coordinator's word that a silent site dropped
+    manual_approval = false              # each query waits for `fedsurv site approve QUERY_ID`
+    max_query_lifetime_seconds = 3600    # refuse queries valid for longer
+
+Only ``kinds`` and ``variables`` are required; the rest default to the values shown
+(``finest_bin_width`` to 1 day). A refusal always says which rule applied.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from protocol.errors import FedsurvError
+from protocol.plan import DAYS_PER_UNIT, KINDS, TIME_UNITS, Plan
+from protocol.tallies import CELL_SEPARATOR, Tallies, cell_labels, described_variables, stratifications, surv_key
+
+ABSOLUTE_MIN_SITES = 3
+
+
+class PolicyError(FedsurvError, ValueError):
+    """A policy file that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    kinds: tuple[str, ...]
+    variables: tuple[str, ...]
+    endpoints: tuple[str, ...] | None = None
+    finest_bin_width: float = 1.0
+    time_unit: str = "days"
+    min_stratum_size: int = 5
+    min_sites: int = ABSOLUTE_MIN_SITES
+    max_queries_per_day: int = 20
+    same_plan_other_sites: bool = False
+    rerun_after_dropout: bool = False
+    manual_approval: bool = False
+    max_query_lifetime_seconds: float = 3600.0
+
+    @property
+    def required_sites(self) -> int:
+        return max(ABSOLUTE_MIN_SITES, self.min_sites)
+
+
+_KEYS = {"site", "kinds", "variables", "endpoints", "finest_bin_width", "time_unit", "min_stratum_size",
+         "min_sites", "max_queries_per_day", "same_plan_other_sites", "rerun_after_dropout",
+         "manual_approval", "max_query_lifetime_seconds"}
+
+
+def parse_policy(text: str, where: str = "policy") -> Policy:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError(f"{where}: not valid TOML: {e}") from None
+    t = doc.get("policy")
+    if not isinstance(t, dict) or set(doc) - {"policy"}:
+        raise PolicyError(f"{where}: expected a single [policy] table")
+    unknown = sorted(set(t) - _KEYS)
+    if unknown:
+        raise PolicyError(f"{where}: policy.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_KEYS))})")
+
+    def strings(key: str, required: bool) -> tuple[str, ...] | None:
+        if key not in t:
+            if required:
+                raise PolicyError(f"{where}: policy.{key}: missing")
+            return None
+        v = t[key]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise PolicyError(f"{where}: policy.{key}: expected a list of names")
+        return tuple(v)
+
+    def integer(key: str, default: int, low: int) -> int:
+        v = t.get(key, default)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise PolicyError(f"{where}: policy.{key}: expected an integer of at least {low}")
+        return v
+
+    def number(key: str, default: float) -> float:
+        v = t.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise PolicyError(f"{where}: policy.{key}: expected a positive number")
+        return float(v)
+
+    def flag(key: str) -> bool:
+        v = t.get(key, False)
+        if not isinstance(v, bool):
+            raise PolicyError(f"{where}: policy.{key}: expected true or false")
+        return v
+
+    kinds = strings("kinds", True)
+    bad = [k for k in kinds if k not in KINDS]  # type: ignore[union-attr]
+    if bad:
+        raise PolicyError(f"{where}: policy.kinds: {bad[0]!r} is not an analysis kind ({', '.join(KINDS)})")
+    unit = t.get("time_unit", "days")
+    if unit not in TIME_UNITS:
+        raise PolicyError(f"{where}: policy.time_unit: expected one of {', '.join(TIME_UNITS)}")
+    return Policy(
+        kinds=kinds, variables=strings("variables", True), endpoints=strings("endpoints", False),  # type: ignore[arg-type]
+        finest_bin_width=number("finest_bin_width", 1.0), time_unit=unit,
+        min_stratum_size=integer("min_stratum_size", 5, 1), min_sites=integer("min_sites", ABSOLUTE_MIN_SITES, 1),
+        max_queries_per_day=integer("max_queries_per_day", 20, 0),
+        same_plan_other_sites=flag("same_plan_other_sites"), rerun_after_dropout=flag("rerun_after_dropout"),
+        manual_approval=flag("manual_approval"),
+        max_query_lifetime_seconds=number("max_query_lifetime_seconds", 3600.0),
+    )
+
+
+def load_policy(path: str | Path) -> Policy:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyError(f"{path}: cannot read the policy ({e.__class__.__name__})") from None
+    return parse_policy(text, str(path))
+
+
+def plan_variables(plan: Plan) -> list[str]:
+    """Every variable whose values the plan's tallies depend on."""
+    used: list[str] = []
+    for a in plan.analyses:
+        for v in a.stratification + ((a.variable,) if a.variable else ()) + a.variables:
+            if v not in used:
+                used.append(v)
+    return used
+
+
+def plan_reasons(policy: Policy, plan: Plan) -> list[str]:
+    """Why the policy refuses this plan as written (empty: allowed)."""
+    reasons = []
+    for a in plan.analyses:
+        if a.kind not in policy.kinds:
+            reasons.append(f"analysis {a.name!r}: kind {a.kind!r} is not allowed (policy.kinds)")
+    if policy.endpoints is not None:
+        for ep in dict.fromkeys(ep for ep, _ in stratifications(plan)):
+            if ep not in policy.endpoints:
+                reasons.append(f"endpoint {ep!r} is not allowed (policy.endpoints)")
+    for v in plan_variables(plan):
+        if v not in policy.variables:
+            reasons.append(f"variable {v!r} is not allowed (policy.variables)")
+    if stratifications(plan):
+        plan_days = plan.bin_width * DAYS_PER_UNIT[plan.time_unit]
+        finest_days = policy.finest_bin_width * DAYS_PER_UNIT[policy.time_unit]
+        if plan_days < finest_days * (1 - 1e-9):
+            reasons.append(f"bin width {plan.bin_width:g} {plan.time_unit} is finer than the policy allows "
+                           f"({policy.finest_bin_width:g} {policy.time_unit}, policy.finest_bin_width)")
+    return reasons
+
+
+def participant_reasons(policy: Policy | None, n_participants: int) -> list[str]:
+    needed = policy.required_sites if policy else 0
+    if n_participants < needed:
+        return [f"only {n_participants} participating sites; the policy needs at least {needed} (policy.min_sites)"]
+    return []
+
+
+def small_strata(plan: Plan, tallies: Tallies, k: int) -> list[str]:
+    """Cells holding 1 to k-1 of this site's patients, named by stratum (never by count)."""
+    found = []
+    for ep, vs in stratifications(plan):
+        per_cell = tallies[surv_key(ep, vs)].sum(axis=(1, 2))
+        labels = cell_labels(plan, vs)
+        for i in np.flatnonzero((per_cell > 0) & (per_cell < k)):
+            found.append(f"endpoint {ep!r}, stratum {_stratum_name(vs, labels[i])}")
+    for v in described_variables(plan):
+        var = plan.variable(v)
+        if var.is_numeric:
+            continue
+        counts = tallies[f"count:{v}"]
+        names = list(var.levels) + ["missing"]  # type: ignore[arg-type]
+        for i in np.flatnonzero((counts > 0) & (counts < k)):
+            found.append(f"variable {v!r}, level {names[i]!r}")
+    return [f"{f} has between 1 and {k - 1} patients at this site (policy.min_stratum_size = {k})" for f in found]
+
+
+def _stratum_name(variables: tuple[str, ...], label: str) -> str:
+    if not variables:
+        return "all"
+    return ", ".join(f"{v}={lv}" for v, lv in zip(variables, label.split(CELL_SEPARATOR)))
+
+
+def policy_summary(policy: Policy) -> Mapping[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in policy.__dict__.items()}

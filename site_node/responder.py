@@ -1,0 +1,307 @@
+"""A site's whole answer path: verify the query, apply the policy, tally, mask, audit, reply.
+
+`SiteNode.answer` takes the coordinator's request bytes and returns the reply bytes; the
+in-process runner and the Flower client call exactly this. It never raises for a bad or
+refused query: the reply says "refused" or "error" with a reason that names no patient data.
+The audit entry is written and fsynced before the reply is returned; if it cannot be
+written, AuditError propagates and no reply leaves.
+
+Checks, in order: the query decodes; its signature verifies against the roster's
+coordinator key; every participant is in the roster, once, and this site among them; it
+has not expired and its id was never seen; the plan matches its hash. With a policy also:
+enough participants, an acceptable lifetime, kinds, variables and bin width allowed, no
+stratum with 1..k-1 patients here, the daily limit, no differencing (below), and manual
+approval. Without a policy (`fedsurv run` over files the user holds anyway) only the first
+group applies.
+
+Differencing: if this site answered plan P with sites S, a later answer to P with sites
+S' != S would let the coordinator subtract the two sums and isolate the sites in between.
+Unless ``same_plan_other_sites`` is set, a site answers P again over other sites only when
+the query is a rerun of the earlier one over a subset of S, and the coordinator includes
+the signed refusal or error reply of every site left out (proof that the earlier sum never
+existed), or, if ``rerun_after_dropout`` is set, trusting the coordinator that sites that
+sent nothing did not answer.
+
+Manual approval: a query that passes every other check is refused with "awaiting approval"
+and recorded in ``approvals_dir/<query id>.pending.json``; after
+`fedsurv site approve QUERY_ID --state approvals_dir` the coordinator may resend the same
+signed query (same id, same bytes) until it expires, and the site then answers it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from protocol.errors import FedsurvError
+from protocol.keys import PartyKeys, b64
+from protocol.masking import Masker, payload_bytes
+from protocol.plan import Plan, plan_from_dict
+from protocol.query import AWAITING_APPROVAL, MessageError, Query, Reply, decode_reply, decode_signed_query
+from protocol.roster import Roster
+from protocol.tallies import Tallies
+from site_node.audit import AuditLog
+from site_node.policy import Policy, participant_reasons, plan_reasons, small_strata
+from site_node.prepared import PreparedData
+from site_node.tally import compute_tallies
+
+DAY_SECONDS = 86400.0
+CLOCK_SKEW_SECONDS = 300.0
+DATA_FAILED = ("the site's data could not be prepared for this plan "
+               "(the site's operator finds the details in its audit log)")
+
+
+def tallies_sha256(tallies: Tallies) -> str:
+    return hashlib.sha256(tallies.flatten().astype("<i8").tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a site would contribute to a plan, and what its policy says, before anything is sent."""
+
+    site: str
+    plan_sha256: str
+    n: int
+    tallies: Tallies
+    decision: Decision
+    left_out: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+class _Refuse(Exception):
+    def __init__(self, status: str, reasons: list[str], detail: str = ""):
+        super().__init__(reasons)
+        self.status, self.reasons, self.detail = status, reasons, detail
+
+
+class SiteNode:
+    def __init__(self, name: str, load_data: Callable[[Plan], PreparedData], keys: PartyKeys, roster: Roster,
+                 policy: Policy | None = None, audit_path: Path | None = None, approvals_dir: Path | None = None,
+                 clock: Callable[[], float] = time.time):
+        if name != keys.name:
+            raise FedsurvError(f"site {name!r} was given the keys of {keys.name!r}")
+        if name not in roster:
+            raise FedsurvError(f"site {name!r} is not in its own roster")
+        if roster.site(name).signing_public != keys.public().signing_public:
+            raise FedsurvError(f"site {name!r}: the roster holds different public keys than this site's keys")
+        self.name, self.keys, self.roster, self.policy = name, keys, roster, policy
+        self._load_data, self._clock = load_data, clock
+        self.approvals_dir = Path(approvals_dir) if approvals_dir is not None else None
+        self.audit = AuditLog(audit_path, clock)
+        self._masker = Masker(keys)
+        self._lock = threading.Lock()
+        self._peers = {s.name: s.masking_public for s in roster.sites}
+
+    # ------------------------------------------------------------------ history, from the audit log
+
+    def _seen(self, query_id: str) -> dict[str, Any] | None:
+        """The latest verified entry for this query id, if any."""
+        for e in reversed(self.audit.entries):
+            if e.get("query_id") == query_id and e.get("signature_valid"):
+                return e
+        return None
+
+    def _answered(self, plan_sha256: str) -> list[dict[str, Any]]:
+        superseded = {q for e in self.audit.entries for q in e.get("supersedes", [])}
+        return [e for e in self.audit.entries if e.get("decision") == "ok" and e.get("plan_sha256") == plan_sha256
+                and e.get("query_id") not in superseded]
+
+    # ------------------------------------------------------------------ the answer path
+
+    def answer(self, request: bytes) -> bytes:
+        with self._lock:
+            record: dict[str, Any] = {"event": "query", "site": self.name,
+                                      "request_sha256": hashlib.sha256(bytes(request)).hexdigest()}
+            try:
+                reply = self._answer(request, record)
+            except _Refuse as r:
+                record.update(decision=r.status, reasons=r.reasons)
+                if r.detail:
+                    record["detail"] = r.detail
+                reply = Reply(self.name, record.get("query_id") or "", record.get("plan_sha256") or "",
+                              r.status, "; ".join(r.reasons))
+            reply = reply.sign(self.keys)
+            encoded = reply.encode()
+            record["reply_sha256"] = hashlib.sha256(encoded).hexdigest()
+            record["payload_sha256"] = reply.payload_sha256 if reply.payload else None
+            self.audit.append(record)  # raises AuditError: then no reply leaves
+            return encoded
+
+    def _answer(self, request: bytes, record: dict[str, Any]) -> Reply:
+        now = self._clock()
+        try:
+            signed = decode_signed_query(request)
+            query = signed.query
+        except MessageError as e:
+            record["signature_valid"] = False
+            raise _Refuse("refused", [f"malformed query: {e}"]) from None
+        record.update(query_id=query.query_id, plan_sha256=query.plan_sha256, participants=list(query.participants),
+                      issued_at=query.issued_at, expires_at=query.expires_at, rerun_of=query.rerun_of)
+        valid = signed.verify(self.roster.coordinator_signing_public)
+        record["signature_valid"] = valid
+        record["coordinator_key"] = b64(self.roster.coordinator_signing_public) if valid else None
+        if not valid:
+            raise _Refuse("refused", ["the query's signature does not verify against the roster's coordinator key"])
+        self._check_envelope(query, now, record)
+        try:
+            plan = plan_from_dict(query.plan_dict)
+        except (FedsurvError, ValueError) as e:
+            raise _Refuse("refused", [f"the plan is not valid: {e}"]) from None
+        record["plan"] = plan.to_dict()
+        if plan.sha256 != query.plan_sha256:
+            raise _Refuse("refused", ["the plan does not match the plan hash in the query"])
+        if self.policy is not None:
+            reasons = participant_reasons(self.policy, len(query.participants)) + plan_reasons(self.policy, plan)
+            if query.expires_at - query.issued_at > self.policy.max_query_lifetime_seconds:
+                reasons.append(f"the query is valid for longer than the policy allows "
+                               f"({self.policy.max_query_lifetime_seconds:g} s, policy.max_query_lifetime_seconds)")
+            if reasons:
+                raise _Refuse("refused", reasons)
+            self._check_history(query, now, record)
+        tallies = self._tallies(plan, record)
+        if self.policy is not None:
+            small = small_strata(plan, tallies, self.policy.min_stratum_size)
+            if small:
+                raise _Refuse("refused", small)
+            if self.policy.manual_approval:
+                self._check_approval(query, plan, record)
+        masked = self._masker.mask(tallies.flatten(), query.query_id, query.plan_sha256, query.participants,
+                                   self._peers)
+        record.update(decision="ok", reasons=[])
+        return Reply(self.name, query.query_id, query.plan_sha256, "ok", "", tallies.n, payload_bytes(masked))
+
+    def _check_envelope(self, query: Query, now: float, record: dict[str, Any]) -> None:
+        parts = query.participants
+        if len(set(parts)) != len(parts):
+            raise _Refuse("refused", ["a participant is listed twice"])
+        strangers = [p for p in parts if p not in self.roster]
+        if strangers:
+            raise _Refuse("refused", [f"participant {strangers[0]!r} is not in this site's roster"])
+        if self.name not in parts:
+            raise _Refuse("refused", ["this site is not among the query's participants"])
+        if now >= query.expires_at:
+            raise _Refuse("refused", ["the query has expired"])
+        if query.issued_at > now + CLOCK_SKEW_SECONDS:
+            raise _Refuse("refused", ["the query was issued in the future (check the clocks)"])
+        earlier = self._seen(query.query_id)
+        if earlier is not None:
+            if not earlier.get("pending") or earlier.get("request_sha256") != record["request_sha256"]:
+                raise _Refuse("refused", ["this query id was seen before (replayed query)"])
+
+    def _check_history(self, query: Query, now: float, record: dict[str, Any]) -> None:
+        policy = self.policy
+        assert policy is not None
+        recent = sum(1 for e in self.audit.entries if e.get("decision") == "ok" and e.get("unix", 0) > now - DAY_SECONDS)
+        if recent >= policy.max_queries_per_day:
+            raise _Refuse("refused", [f"the site has answered {recent} queries in the last 24 hours "
+                                      f"(policy.max_queries_per_day = {policy.max_queries_per_day})"])
+        if policy.same_plan_other_sites:
+            return
+        new = set(query.participants)
+        supersedes, notes = [], []
+        for e in self._answered(query.plan_sha256):
+            old = set(e.get("participants", []))
+            if old == new:
+                continue
+            left_out = old - new
+            if query.rerun_of == e.get("query_id") and new < old:
+                proven = self._proven_failures(query, e["query_id"], left_out)
+                unproven = sorted(left_out - proven)
+                if not unproven:
+                    supersedes.append(e["query_id"])
+                    continue
+                if policy.rerun_after_dropout:
+                    supersedes.append(e["query_id"])
+                    notes.append(f"trusted the coordinator that {', '.join(unproven)} did not answer "
+                                 f"query {e['query_id']}")
+                    continue
+                raise _Refuse("refused", [
+                    f"this site answered this plan before (query {e['query_id']}) with {', '.join(sorted(old))}; "
+                    f"no signed refusal from {', '.join(unproven)} shows that the earlier round failed, so answering "
+                    f"without them could isolate their tallies by differencing (policy.rerun_after_dropout)"])
+            raise _Refuse("refused", [
+                f"this site answered this plan before (query {e['query_id']}) with another set of sites "
+                f"({', '.join(sorted(old))}); answering it again with {', '.join(sorted(new))} would let the "
+                f"coordinator isolate sites by differencing (policy.same_plan_other_sites)"])
+        if supersedes:
+            record["supersedes"] = supersedes
+        if notes:
+            record["notes"] = notes
+
+    def _proven_failures(self, query: Query, earlier_id: str, left_out: set[str]) -> set[str]:
+        """Sites among `left_out` whose signed reply to the earlier query refused or failed."""
+        proven = set()
+        for raw in query.evidence:
+            try:
+                r = decode_reply(raw)
+            except MessageError:
+                continue
+            # A reply awaiting approval is no proof: approved later, it could still complete the earlier sum.
+            if (r.site in left_out and r.query_id == earlier_id and r.status != "ok" and not r.awaiting_approval
+                    and r.site in self.roster
+                    and r.verify(self.roster.site(r.site).signing_public)):
+                proven.add(r.site)
+        return proven
+
+    def _tallies(self, plan: Plan, record: dict[str, Any]) -> Tallies:
+        try:
+            data = self._load_data(plan)
+            tallies = compute_tallies(plan, data)
+        except Exception as e:  # noqa: BLE001 - any failure becomes an error reply, details stay here
+            raise _Refuse("error", [DATA_FAILED], detail=f"{e.__class__.__name__}: {e}") from None
+        record.update(n=tallies.n, tallies_sha256=tallies_sha256(tallies))
+        return tallies
+
+    def _check_approval(self, query: Query, plan: Plan, record: dict[str, Any]) -> None:
+        if self.approvals_dir is None:
+            raise _Refuse("refused", ["the policy requires manual approval but the site has no approvals folder"])
+        approved = self.approvals_dir / f"{query.query_id}.approved"
+        if approved.exists():
+            try:
+                record["approval"] = json.loads(approved.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record["approval"] = {"file": approved.name}
+            return
+        self.approvals_dir.mkdir(parents=True, exist_ok=True)
+        pending = {"query_id": query.query_id, "title": plan.title, "plan_sha256": query.plan_sha256,
+                   "participants": list(query.participants), "issued_at": query.issued_at,
+                   "expires_at": query.expires_at, "n": record.get("n"), "request_sha256": record["request_sha256"]}
+        (self.approvals_dir / f"{query.query_id}.pending.json").write_text(json.dumps(pending, indent=1) + "\n",
+                                                                           encoding="utf-8")
+        record["pending"] = True
+        raise _Refuse("refused", [f"{AWAITING_APPROVAL}: the site's privacy officer must run "
+                                  f"`fedsurv site approve {query.query_id}`"])
+
+    # ------------------------------------------------------------------ preview
+
+    def preview(self, plan: Plan) -> Preview:
+        """The exact tallies and the policy's decision on the plan itself; nothing is sent."""
+        return preview(self.name, plan, self._load_data(plan), self.policy)
+
+
+def preview(site: str, plan: Plan, data: PreparedData, policy: Policy | None) -> Preview:
+    """What `site` would contribute to `plan` from `data`, and its policy's decision on it."""
+    tallies = compute_tallies(plan, data)
+    reasons: list[str] = []
+    notes = ["only the masked form of these tallies leaves the site; the coordinator sees only their sum "
+             "over all participating sites"]
+    if policy is not None:
+        reasons = plan_reasons(policy, plan) + small_strata(plan, tallies, policy.min_stratum_size)
+        notes.append(f"checked when a query arrives: at least {policy.required_sites} participants, expiry, "
+                     f"replay, at most {policy.max_queries_per_day} answers a day, no differencing"
+                     + (", manual approval" if policy.manual_approval else ""))
+    else:
+        notes.append("no policy given: nothing would be refused")
+    return Preview(site, plan.sha256, tallies.n, tallies, Decision(not reasons, tuple(reasons)),
+                   dict(data.left_out), tuple(notes))
