@@ -25,9 +25,11 @@ the reply leaves the site.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -101,54 +103,86 @@ def verify_log(path: str | Path) -> tuple[Verification, list[dict[str, Any]]]:
 
 
 class AuditLog:
-    """An open, verified audit log (or an in-memory one when `path` is None)."""
+    """An open, verified audit log (or an in-memory one when `path` is None).
 
-    def __init__(self, path: str | Path | None, clock: Callable[[], float]):
+    Several writers may share one file (the site's answer path and its Flower loop, even in
+    different processes): each append takes an exclusive lock and, if the file grew since
+    this object last saw it, re-reads and re-verifies it, so the chain never forks.
+    """
+
+    def __init__(self, path: str | Path | None, clock: Callable[[], float] = time.time):
         self.path = Path(path) if path is not None else None
         self._clock = clock
         self.entries: list[dict[str, Any]] = []
         self.head = GENESIS
-        if self.path is not None and self.path.exists():
-            result, entries = verify_log(self.path)
-            if not result.ok:
-                raise AuditError(f"audit log {self.path} does not verify ({result.message}); this site answers "
-                                 "nothing until its privacy officer has examined it")
-            self.entries, self.head = entries, result.head
+        self._size = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the file if another writer appended to it; raise AuditError if it does not verify."""
+        if self.path is None or not self.path.exists():
+            return
+        size = self.path.stat().st_size
+        if size != self._size:
+            self._load()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        raw = self.path.read_bytes()
+        result, entries = verify_log(self.path)
+        if not result.ok:
+            raise AuditError(f"audit log {self.path} does not verify ({result.message}); this site answers "
+                             "nothing until its privacy officer has examined it")
+        self.entries, self.head, self._size = entries, result.head, len(raw)
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Write one entry durably (flush and fsync) or raise AuditError."""
-        now = self._clock()
-        entry = {**record, "seq": len(self.entries) + 1, "prev": self.head, "unix": now,
-                 "time": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="milliseconds")}
-        entry["hash"] = entry_hash(entry)
-        line = (canonical(entry) + "\n").encode("utf-8")
-        if self.path is not None:
-            try:
-                self._write(line)
-            except OSError as e:
-                raise AuditError(f"cannot write the audit log {self.path} ({e.strerror}); no reply was sent") from None
-        self.entries.append(entry)
-        self.head = entry["hash"]
-        return entry
-
-    def _write(self, line: bytes) -> None:
-        assert self.path is not None
-        new = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if self.path is None:
+            return self._add(record)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise AuditError(f"cannot open the audit log {self.path} ({e.strerror}); no reply was sent") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size != self._size:
+                self._load()
+            entry = self._next(record)
+            line = (canonical(entry) + "\n").encode("utf-8")
             written = os.write(fd, line)
             if written != len(line):
                 raise OSError(5, "short write")
             os.fsync(fd)
+            if new:
+                # Make the new file's directory entry durable too.
+                dfd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except OSError as e:
+            raise AuditError(f"cannot write the audit log {self.path} ({e.strerror}); no reply was sent") from None
         finally:
-            os.close(fd)
-        if new:
-            # Make the new file's directory entry durable too.
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            os.close(fd)  # also releases the lock
+        self._size += len(line)
+        return self._commit(entry)
+
+    def _next(self, record: dict[str, Any]) -> dict[str, Any]:
+        now = self._clock()
+        entry = {**record, "seq": len(self.entries) + 1, "prev": self.head, "unix": now,
+                 "time": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="milliseconds")}
+        entry["hash"] = entry_hash(entry)
+        return entry
+
+    def _commit(self, entry: dict[str, Any]) -> dict[str, Any]:
+        self.entries.append(entry)
+        self.head = entry["hash"]
+        return entry
+
+    def _add(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self._commit(self._next(record))
 
 
 def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class SiteNode:
 
     def answer(self, request: bytes) -> bytes:
         with self._lock:
+            self.audit.refresh()  # another writer (the site's Flower loop) may have appended
             record: dict[str, Any] = {"event": "query", "site": self.name,
                                       "request_sha256": hashlib.sha256(bytes(request)).hexdigest()}
             try:
