@@ -128,9 +128,10 @@ def _finish_axes(ax: Axes, ticks: list[float], t_max: float, time_unit: str, qua
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel(f"Time ({time_unit})")
     ax.set_ylim(0.0, y_top)
-    # Round percentages only: a 2.5% step printed without decimals would mislabel its ticks.
+    # Ticks on steps of 1, 2, 5 or 10 times a power of ten: with y_top >= 10% the step is at
+    # least 2%, so whole percentages label every tick exactly (a 2.5% step would not).
     ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]))
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.set_ylabel(quantity)
     ax.grid(True, color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)

@@ -372,10 +372,14 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
                                   censor_marks=ctx.censor_marks, count_text=ctx.count)
         by = f" by {', '.join(_words(v) for v in svars)}" if svars and len(curves) > 1 else ""
         marks = "; | marks a censored time" if ctx.censor_marks else ""
+        others = [c for c in ctx.causes_of(res.get("endpoint")) if c != res.get("cause")]
+        competing = (f" Patients with {' or '.join(_words(c) for c in others)} first count as censored then "
+                     f"(a Kaplan-Meier estimate of the cause-specific event, as R's survfit)."
+                     if others and res.get("cause") not in (None, "any") else "")
         parts.append(ctx.figure_html(
             drawn, alt=f"Kaplan-Meier curves of {quantity}{by}",
             caption=f"Kaplan-Meier estimate of {quantity}{by} ({_band_caption(ctx)}{marks}). "
-                    f"Number at risk ({AT_RISK}) under the time axis."))
+                    f"Number at risk ({AT_RISK}) under the time axis.{competing}"))
     if "all" in strata:
         ctx.at_times_headline(name, quantity, strata["all"].get("at_times") or {})
     # The table at the report times.
