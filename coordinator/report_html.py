@@ -415,7 +415,7 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
               counts=(1, 2))
         csv_rows.append({"section": "median", "stratum": key, "estimate": med.get("estimate"),
                          "lower": med.get("lower"), "upper": med.get("upper")})
-        csv_rows.append({"section": "patients", "stratum": key, "n_risk": st.get("n"), "n_event": n_event})
+        csv_rows.append({"section": "patients", "stratum": key, "n": st.get("n"), "n_event": n_event})
     parts.append(m.html())
     # RMST up to each report time.
     r_t = _Table(["Group", f"\u03c4 ({ctx.unit})", f"Restricted mean survival time ({ctx.ci})"],
@@ -441,14 +441,19 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
 
 
 def _median_text(ctx: _Context, med: Mapping[str, Any]) -> str:
-    est, lo, hi = med.get("estimate"), med.get("lower"), med.get("upper")
-    if _num(est) is None:
-        lo_s = time_value(lo) if _num(lo) is not None else "not estimable"
-        return f"not reached ({ctx.ci} {lo_s} to not reached)" if _num(lo) is not None else "not reached"
-    if _num(hi) is None:
-        text = interval(est, lo, None, ctx.ci, fmt=time_value, unit=ctx.unit)
-        return text.replace("to not estimable", "to not reached")
-    return interval(est, lo, hi, ctx.ci, fmt=time_value, unit=ctx.unit)
+    """"310 days (95% CI 284 to 361 days)"; R's NA upper limit reads "to not reached"."""
+    e, lo, hi = _num(med.get("estimate")), _num(med.get("lower")), _num(med.get("upper"))
+    if e is None and lo is None:
+        return "not reached"
+    if e is not None and ((lo is not None and lo > e) or (hi is not None and hi < e)):
+        raise ReportError(f"the {ctx.ci} of a median ({lo} to {hi}) does not contain the median {e}")
+    e_s = time_text(e, ctx.unit) if e is not None else "not reached"
+    if lo is None and hi is None:
+        return f"{e_s} ({ctx.ci} not estimable)"
+    lo_s = time_value(lo) if lo is not None else "not estimable"
+    if hi is None:
+        return f"{e_s} ({ctx.ci} {time_text(lo, ctx.unit) if lo is not None else lo_s} to not reached)"
+    return f"{e_s} ({ctx.ci} {lo_s} to {time_text(hi, ctx.unit)})"
 
 
 def _cif_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, list[dict]]:
@@ -501,7 +506,7 @@ def _cif_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str,
         n_t = _Table(["Group", "Patients"], numeric=[False, True])
         for key, st in strata.items():
             n_t.row([stratum_label(key, svars), ctx.count(st.get("n"))], counts=(1,))
-            csv_rows.append({"section": "patients", "stratum": key, "n_risk": st.get("n")})
+            csv_rows.append({"section": "patients", "stratum": key, "n": st.get("n")})
         parts.append(n_t.html())
     if causes:
         parts.append(_p(_interval_note(ctx), "muted"))

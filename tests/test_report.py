@@ -599,3 +599,17 @@ def test_main_results_summary(rendered):
     assert (f"Cumulative incidence of recurrence at 365 days: "
             f"{pct_ci(cif['est'][0], cif['ci'][CI_TYPE]['lower'][0], cif['ci'][CI_TYPE]['upper'][0])}") in text
     assert text.index("Main results") < text.index("Participating sites")
+
+
+def test_medians_not_reached():
+    res = make_results()
+    strata = res["analyses"]["os"]["strata"]
+    strata["1"]["median"] = {"estimate": 270, "lower": 210, "upper": None}
+    strata["2"]["median"] = {"estimate": None, "lower": 345, "upper": None}
+    strata["all"]["median"] = {"estimate": None, "lower": None, "upper": None}
+    col = Page(render_report(res, stacked=False)[0]).column("Median time")
+    assert col == ["not reached", "270 days (95% CI 210 days to not reached)",
+                   "not reached (95% CI 345 days to not reached)"]
+    strata["1"]["median"] = {"estimate": 270, "lower": 280, "upper": 300}
+    with pytest.raises(ReportError, match="does not contain the median"):
+        render_report(res, stacked=False)
