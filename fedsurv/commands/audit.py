@@ -1,0 +1,55 @@
+"""`fedsurv audit verify` and `fedsurv audit show`: what a privacy officer checks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from fedsurv.groups import audit
+
+
+@audit.command("verify")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def verify_command(log: Path) -> None:
+    """Check the hash chain of an audit log; name the first bad entry (exit status 1)."""
+    from site_node.audit import verify_log
+
+    result, _ = verify_log(log)
+    if result.ok:
+        click.echo(f"{log}: {result.entries} entries, chain intact; head {result.head}")
+        return
+    click.echo(f"{log}: BROKEN at {result.message}; {result.entries} entries before it verify", err=True)
+    sys.exit(1)
+
+
+@audit.command("show")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def show_command(log: Path, as_json: bool) -> None:
+    """Summarise an audit log: one line per query, with the decision and its reasons."""
+    from site_node.audit import summarise, verify_log
+
+    result, entries = verify_log(log)
+    summary = summarise(entries)
+    summary["chain_intact"] = result.ok
+    if not result.ok:
+        summary["broken_at"] = result.message
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        click.echo(f"{log}: {summary['entries']} entries from {summary['first']} to {summary['last']}")
+        click.echo("decisions: " + (", ".join(f"{k} {v}" for k, v in sorted(summary["decisions"].items())) or "none"))
+        for q in summary["queries"]:
+            parts = ", ".join(q["participants"] or [])
+            line = f"  #{q['seq']:<4} {q['time']}  {q['decision']:<8} query {str(q['query_id'])[:12]:<12}"
+            line += f" plan {str(q['plan_sha256'])[:12]:<12} {q['plan'] or ''!s}"
+            click.echo(line + (f" sites [{parts}]" if parts else "") + (f" n={q['n']}" if q["n"] is not None else ""))
+            for r in q["reasons"]:
+                click.echo(f"        reason: {r}")
+        click.echo(f"head hash {summary['head']} (note it: the next entry must chain to it)")
+    if not result.ok:
+        click.echo(f"warning: the chain is broken at {result.message}; entries from there on are not shown", err=True)
+        sys.exit(1)

@@ -1,0 +1,133 @@
+"""`fedsurv site preview` and `fedsurv site approve`: what a site's privacy officer runs."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from fedsurv.groups import site
+
+
+def preview_dict(pv: Any, plan: Any) -> dict[str, Any]:
+    """The preview as JSON: every block of the tallies with its exact values."""
+    from protocol.tallies import cell_labels
+
+    blocks = {}
+    for b in pv.tallies.blocks:
+        entry: dict[str, Any] = {"shape": list(b.shape), "values": pv.tallies[b.key].tolist()}
+        if b.key.startswith("surv:"):
+            _, ep, vs = b.key.split(":", 2)
+            entry["cells"] = cell_labels(plan, tuple(vs.split("*")) if vs else ())
+            entry["bin_times"] = plan.bin_times().tolist()
+            entry["outcomes"] = ["censored"] + [c.name for c in plan.endpoint(ep).causes]
+        blocks[b.key] = entry
+    return {"site": pv.site, "plan_sha256": pv.plan_sha256, "n": pv.n,
+            "decision": {"allowed": pv.decision.allowed, "reasons": list(pv.decision.reasons)},
+            "left_out": pv.left_out, "notes": list(pv.notes), "blocks": blocks}
+
+
+def preview_text(pv: Any, plan: Any) -> str:
+    from protocol.tallies import cell_labels
+
+    out = [f"site {pv.site}: plan {plan.title!r} (sha256 {pv.plan_sha256})", f"patients: {pv.n}"]
+    for reason, k in pv.left_out.items():
+        out.append(f"left out on purpose: {k} ({reason})")
+    out.append("decision: " + ("ALLOWED" if pv.decision.allowed else "REFUSED"))
+    out += [f"  - {r}" for r in pv.decision.reasons]
+    for b in pv.tallies.blocks:
+        a = pv.tallies[b.key]
+        if b.key.startswith("surv:"):
+            _, ep, vs_text = b.key.split(":", 2)
+            vs = tuple(vs_text.split("*")) if vs_text else ()
+            outcomes = ["censored"] + [c.name for c in plan.endpoint(ep).causes]
+            dropped = int(pv.tallies[b.key.replace("surv:", "dropped:", 1)][0])
+            out.append("")
+            out.append(f"[{b.key}] endpoint {ep}, by {' x '.join(vs) or 'nothing'}; "
+                       f"{dropped} row(s) dropped for a missing stratum")
+            times = plan.bin_times()
+            for label, cell in zip(cell_labels(plan, vs), a):
+                out.append(f"  stratum {label}: {int(cell.sum())} patients")
+                rows = np.flatnonzero(cell.sum(axis=1))
+                if rows.size:
+                    out.append("    " + f"{'time':>10}" + "".join(f"{o:>12}" for o in outcomes))
+                for r in rows:
+                    out.append("    " + f"{times[r]:>10g}" + "".join(f"{int(v):>12}" for v in cell[r]))
+        elif b.key.startswith("count:"):
+            v = plan.variable(b.key.split(":", 1)[1])
+            out.append("")
+            out.append(f"[{b.key}] " + ", ".join(f"{lv}: {int(c)}" for lv, c in zip(list(v.levels) + ["missing"], a)))
+        elif b.key.startswith("moments:"):
+            v = plan.variable(b.key.split(":", 1)[1])
+            out.append("")
+            out.append(f"[{b.key}] n {int(a[0])}, sum {int(a[1])}, sum of squares {int(a[2])}, missing {int(a[3])} "
+                       f"(fixed point: x * 10^{v.decimals})")
+    out.append("")
+    out += [f"note: {n}" for n in pv.notes]
+    return "\n".join(out)
+
+
+@site.command("preview")
+@click.option("--plan", "plan_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", default="this site", help="The site's name, for the printout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the preview as JSON.")
+def preview_command(plan_path: Path, data: Path, mapping: Path | None, policy_path: Path | None, name: str,
+                    as_json: bool) -> None:
+    """Show the exact tallies this site would contribute to a plan, and its policy's decision.
+
+    Nothing is sent: this reads the files and prints. Exit status 1 if the policy refuses.
+    """
+    from protocol.plan import load_plan
+    from site_node.mapping import load_mapping
+    from site_node.policy import load_policy
+    from site_node.prepare import prepare_site_data
+    from site_node.responder import preview
+
+    plan = load_plan(str(plan_path))
+    prepared = prepare_site_data(plan, data, load_mapping(mapping) if mapping else None)
+    pv = preview(name, plan, prepared, load_policy(policy_path) if policy_path else None)
+    click.echo(json.dumps(preview_dict(pv, plan), indent=1) if as_json else preview_text(pv, plan))
+    if not pv.decision.allowed:
+        sys.exit(1)
+
+
+def _approvals_dir(state: Path, query_id: str) -> Path:
+    for d in (state, state / "approvals"):
+        if (d / f"{query_id}.pending.json").exists():
+            return d
+    raise click.ClickException(f"no query {query_id} is waiting for approval in {state}")
+
+
+@site.command("approve")
+@click.argument("query_id")
+@click.option("--state", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The site's approvals folder (or the state folder holding approvals/).")
+@click.option("--yes", is_flag=True, help="Approve without asking.")
+def approve_command(query_id: str, state: Path, yes: bool) -> None:
+    """Approve a query that waits for manual approval; the site answers it when it is sent again."""
+    d = _approvals_dir(state, query_id)
+    pending = json.loads((d / f"{query_id}.pending.json").read_text(encoding="utf-8"))
+    expires = _dt.datetime.fromtimestamp(pending["expires_at"], _dt.timezone.utc).isoformat(timespec="seconds")
+    click.echo(f"query {query_id}: plan {pending.get('title')!r} (sha256 {pending['plan_sha256']})")
+    click.echo(f"participants: {', '.join(pending['participants'])}; this site's patients: {pending.get('n')}; "
+               f"valid until {expires}")
+    if not yes and not click.confirm("approve this query?", default=False):
+        click.echo("not approved")
+        sys.exit(1)
+    approval = {"query_id": query_id, "approved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "by": getpass.getuser(), "request_sha256": pending.get("request_sha256")}
+    path = d / f"{query_id}.approved"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(approval) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    click.echo(f"approved: wrote {path}; the site answers when the coordinator sends the query again")
