@@ -251,6 +251,7 @@ td.indent{padding-left:1.6rem}
 tr:last-child td{border-bottom:0}
 figure{margin:1rem 0 1.4rem}
 figure img,figure svg{display:block;max-width:100%;height:auto}
+figure svg{width:100%}
 figcaption{color:var(--muted);font-size:.88rem;margin-top:.35rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.5rem 0 1rem}
 dl.facts dt{font-weight:600}
@@ -292,6 +293,7 @@ class _Context:
         self.stacked = stacked
         self.progress = progress or (lambda msg: None)
         self.headlines: list[tuple[str, str]] = []  # (analysis name, sentence) for the summary
+        self.n_figures = 0
 
     def headline(self, name: str, text: str) -> None:
         self.headlines.append((name, text))
@@ -319,6 +321,11 @@ class _Context:
             if self.figure_format == "svg":
                 svg = figures.svg_text(drawn.figure)
                 body = svg[svg.index("<svg"):]
+                # Ids must be unique in the page: prefix each figure's ids and references to them.
+                self.n_figures += 1
+                pre = f"fig{self.n_figures}-"
+                body = re.sub(r'\bid="', f'id="{pre}', body)
+                body = body.replace("url(#", f"url(#{pre}").replace('href="#', f'href="#{pre}')
                 body = body.replace("<svg ", f'<svg role="img" aria-label="{_e(alt)}" ', 1)
             else:
                 data = base64.b64encode(figures.png_bytes(drawn.figure)).decode("ascii")

@@ -339,7 +339,7 @@ def test_html_is_well_formed_and_self_contained(rendered):
     assert page.title.startswith("Report test: lung by sex")
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
     for tag, key, value in page.attrs:
-        if key in ("src", "href", "srcset", "action"):
+        if key in ("src", "href", "xlink:href", "srcset", "action"):
             assert value.startswith(("data:image/png;base64,", "#")), (tag, key, value[:40])
     assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", doc.replace("http://www.w3.org/", ""))
     assert "@import" not in doc and "url(" not in doc
@@ -552,6 +552,11 @@ def test_svg_figures_inline(tmp_path: Path):
     page = Page(doc)
     assert page.errors == [] and page.tags.get("svg") == 1 + 2
     assert "img" not in page.tags
+    ids = [v for _, k, v in page.attrs if k == "id"]
+    assert len(ids) == len(set(ids))
+    refs = set(re.findall(r'url\(#([^)]+)\)', doc)) | {v[1:] for _, k, v in page.attrs
+                                                      if k in ("href", "xlink:href") and v.startswith("#")}
+    assert refs <= set(ids)
 
 
 def test_unknown_kind_and_missing_optional_keys_do_not_break_the_report():
