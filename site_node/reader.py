@@ -9,7 +9,8 @@ in CSV and Excel the header is row 1, so the first data row is row 2 (a CSV row 
 which is the line number unless a quoted value spans lines); Parquet has no header line and
 its records are counted from 1. Rows with no value in any column (blank lines, empty
 spreadsheet rows) are not patients: they are skipped, keeping the numbers of the rows after
-them, and counted in ``RawExport.empty_rows``.
+them, and counted in ``RawExport.empty_rows`` (empty rows after the last data row only pad
+the file and are not counted).
 """
 
 from __future__ import annotations
@@ -102,11 +103,28 @@ def read_export(path: str | Path, columns: Sequence[str], options: FileOptions |
 # ------------------------------------------------------------------------------------ CSV
 
 
+def _empty_within(empty: np.ndarray) -> int:
+    """Empty rows among the data rows; those after the last data row only pad the file."""
+    filled = np.flatnonzero(~empty)
+    return int(empty[: filled[-1]].sum()) if filled.size else 0
+
+
 def _sniff_delimiter(header_line: str) -> str:
     for d in (",", ";", "\t"):
         if d in header_line:
             return d
     return ","
+
+
+def _line_content(data: bytes, start: int, delimiter: str) -> np.ndarray:
+    """Per line from byte ``start``: whether it holds anything but delimiters and blanks."""
+    buf = np.frombuffer(data, dtype=np.uint8, offset=start)
+    if buf.size == 0:
+        return np.zeros(0, dtype=bool)
+    content = (buf != ord(delimiter)) & (buf != 10) & (buf != 13) & (buf != 32) & (buf != 9)
+    starts = np.concatenate(([0], np.flatnonzero(buf == 10) + 1))
+    starts = starts[starts < buf.size]
+    return np.add.reduceat(content, starts, dtype=np.int64) > 0
 
 
 def _read_csv(p: Path, source: str, columns: Sequence[str], options: FileOptions) -> RawExport:
@@ -118,9 +136,9 @@ def _read_csv(p: Path, source: str, columns: Sequence[str], options: FileOptions
             raise _fail(source, f"not {options.encoding} text (byte {e.start})") from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
-    if not data.strip():
-        raise _fail(source, "is empty (no header row)")
     end = data.find(b"\n")
+    if not data[: end if end >= 0 else len(data)].strip():
+        raise _fail(source, "is empty (no header row)")
     head_bytes = data if end < 0 else data[:end]
     try:
         head = head_bytes.decode("utf-8").rstrip("\r")
@@ -130,14 +148,15 @@ def _read_csv(p: Path, source: str, columns: Sequence[str], options: FileOptions
     delimiter = options.delimiter or _sniff_delimiter(head)
     header = tuple(h.strip() for h in next(csv.reader([head], delimiter=delimiter)))
     wanted = _positions(source, header, columns)
-    body = b"" if end < 0 else data[end + 1:]
-    if not body.strip():
+    body_at = len(data) if end < 0 else end + 1
+    lines = _line_content(data, body_at, delimiter)
+    if not lines.any():
         raise _fail(source, "has a header but no data rows")
     names = [f"c{i}" for i in range(len(header))]
-    # Blank lines (or lines of delimiters only) would shift pyarrow's record numbers, so files
-    # holding one take pandas' path, which keeps them as rows we can number and skip.
-    blank = re.compile(rb"(?:^|\n)[" + re.escape(delimiter.encode()) + rb" \t]*\r?(?:\n|$)")
-    if blank.search(body.rstrip(b"\r\n \t")) is None:
+    # A blank line (or one of delimiters only) before the last data row would shift pyarrow's
+    # record numbers, so such files take pandas' path, which keeps them as rows to number and skip.
+    last = int(np.flatnonzero(lines)[-1])
+    if lines[:last].all():
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(data),
@@ -151,6 +170,8 @@ def _read_csv(p: Path, source: str, columns: Sequence[str], options: FileOptions
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass  # ragged rows, quoted line breaks, bad UTF-8: pandas says where
         else:
+            # Lines of delimiters only after the last data row are read as rows; they are not patients.
+            table = table.slice(0, last + 1)
             rows = np.arange(2, table.num_rows + 2, dtype=np.int64)
             frame = pd.DataFrame({name: pd.Series(pd.arrays.ArrowExtensionArray(table.column(names[i])),
                                                   index=rows, copy=False)
@@ -182,7 +203,7 @@ def _read_csv_pandas(data: bytes, source: str, header: tuple[str, ...], names: l
     frame = pd.DataFrame({name: pd.Series(pa.array(raw[names[i]].to_numpy()[keep], type=pa.string()),
                                           dtype=STRING, index=rows[keep])
                           for name, i in wanted.items()}, index=rows[keep])
-    return RawExport(source, "csv", header, frame, int(empty.sum()))
+    return RawExport(source, "csv", header, frame, _empty_within(empty))
 
 
 # ---------------------------------------------------------------------------------- Excel
@@ -237,7 +258,7 @@ def _read_excel(p: Path, source: str, columns: Sequence[str], options: FileOptio
     body = raw.iloc[keep]
     frame = pd.DataFrame({name: _excel_column(pd.Series(body.iloc[:, i].to_numpy(), index=rows))
                           for name, i in wanted.items()}, index=rows)
-    return RawExport(source, "excel", header, frame, int((below & ~nonempty).sum()))
+    return RawExport(source, "excel", header, frame, _empty_within(~nonempty[below]))
 
 
 # -------------------------------------------------------------------------------- Parquet
