@@ -86,10 +86,17 @@ def verify_lines(lines: list[str]) -> tuple[Verification, list[dict[str, Any]]]:
 
 
 def verify_log(path: str | Path) -> tuple[Verification, list[dict[str, Any]]]:
+    return verify_bytes(_read(path))
+
+
+def _read(path: str | Path) -> bytes:
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
         raise AuditError(f"{path}: cannot read the audit log ({e.strerror})") from None
+
+
+def verify_bytes(raw: bytes) -> tuple[Verification, list[dict[str, Any]]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -128,8 +135,8 @@ class AuditLog:
 
     def _load(self) -> None:
         assert self.path is not None
-        raw = self.path.read_bytes()
-        result, entries = verify_log(self.path)
+        raw = _read(self.path)
+        result, entries = verify_bytes(raw)
         if not result.ok:
             raise AuditError(f"audit log {self.path} does not verify ({result.message}); this site answers "
                              "nothing until its privacy officer has examined it")
