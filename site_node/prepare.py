@@ -394,9 +394,11 @@ class _Preparer:
         o_ok = ~origin.missing & ~origin.bad
         never = np.iinfo(np.int64).max
         cause_days = []
+        any_given = np.zeros(self.n, dtype=bool)   # a cause date, even one that did not parse
         for _, column in ep.dates:
             ccol = self.columns[column]
             d = self.dates(ccol)
+            any_given |= ~d.missing
             present = ~d.missing & ~d.bad
             r.add(ccol, f"date before the origin date in {ocol.site!r}", present & o_ok & (d.days < origin.days))
             cause_days.append(np.where(present, d.days, never))
@@ -406,7 +408,7 @@ class _Preparer:
         has_event = first != never
         fu = self.dates(fcol)
         fu_ok = ~fu.missing & ~fu.bad
-        r.add(fcol, "missing last follow-up, and no event date", fu.missing & ~has_event, show_values=False)
+        r.add(fcol, "missing last follow-up, and no event date", fu.missing & ~any_given, show_values=False)
         r.add(fcol, f"last follow-up before the origin date in {ocol.site!r}", fu_ok & o_ok & (fu.days < origin.days))
         for (_, column), days in zip(ep.dates, cause_days):
             after = (days != never) & fu_ok & (fu.days < days)
