@@ -107,3 +107,19 @@ def test_a_party_must_be_listed_once():
     keys, peers = parties(3)
     with pytest.raises(ValueError):
         Masker(keys["s00"]).mask(np.zeros(4, np.int64), QID, PLAN_HASH, ["s01", "s02"], peers)
+
+
+def test_pair_key_is_rfc5869_hkdf_sha256():
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from protocol.masking import hkdf_sha256_32
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        secret, info = rng.bytes(32), rng.bytes(int(rng.integers(0, 300)))
+        assert hkdf_sha256_32(secret, info) == HKDF(hashes.SHA256(), 32, None, info).derive(secret)
+    # RFC 5869 test case 3 (SHA-256, no salt, no info), first 32 of its 42 bytes.
+    ikm = bytes([0x0b] * 22)
+    okm = bytes.fromhex("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d")
+    assert hkdf_sha256_32(ikm, b"") == okm
