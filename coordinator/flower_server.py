@@ -190,11 +190,14 @@ def run_job(grid: Grid, job: Job, run_id: int) -> dict[str, Any]:
     try:
         from coordinator.results import pooled_results
         from coordinator.secure_round import run_plan_secure
-        from protocol.plan import load_plan
+        from protocol.plan import load_plan, plan_from_dict
         from protocol.roster import Roster
         from site_node.keystore import load_party
 
-        plan = load_plan(str(job.plan))
+        # Sites see only the plan's canonical JSON. Read back the same way, the coordinator reads the
+        # tallies exactly as the sites laid them out (protocol/plan.py's canonical form does not keep
+        # the order of a date endpoint's causes, which decides the cause codes).
+        plan = plan_from_dict(json.loads(load_plan(str(job.plan)).canonical_json()))
         roster = Roster.from_toml(job.roster.read_text())
         passphrase = os.environ.get(job.passphrase_env) if job.passphrase_env else None
         keys = load_party(job.coordinator_keys, passphrase=passphrase)

@@ -337,16 +337,10 @@ def build_answer(cfg: SiteConfig) -> tuple[Answer, Audit]:
     mapping = load_mapping(cfg.mapping) if cfg.mapping else None
     node = SiteNode(cfg.name, load_data=lambda plan: prepare_site_data(plan, cfg.data, mapping), keys=keys,
                     roster=roster, policy=policy, audit_path=cfg.audit_log, approvals_dir=cfg.approvals_dir)
-    return node.answer, audit_appender(cfg.audit_log)
-
-
-def audit_appender(path: Path) -> Audit:
-    """Records what the loop refused before any query reached the site's code."""
-    from site_node.audit import AuditLog
-
-    log_ = AuditLog(path)
 
     def record(kind: str, details: dict) -> None:
-        log_.append({"event": kind, **details})
+        # The node's own log object: one writer keeps the hash chain whole.
+        node.audit.append({"event": kind, "site": cfg.name, "decision": "refused",
+                           "reasons": [details.get("reason", kind)], **details})
 
-    return record
+    return node.answer, record

@@ -1,0 +1,267 @@
+"""A real Flower deployment on loopback: SuperLink with TLS and SuperNode authentication, sites
+behind a Fleet-only proxy, each site a SuperNode in process isolation plus its own fedsurv loop.
+
+One deployment serves the whole module (start-up costs seconds); tests run in file order and
+the destructive ones (killing a site, restarting the SuperLink) come last. Every process is
+stopped at the end, pass or fail: the last test checks that none is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from fedsurv.demo_data import write_demo_consortium
+from fedsurv.deployment import (CONNECTION, FLEET_METHODS, DeploymentError, FlowerRunError, LocalDeployment,
+                                LocalSite, descendants, fleet_only, flwr_cli, follow_run, write_flwr_home)
+from fedsurv.site_input import SiteInput
+from site_node.audit import verify_log
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PLAN = ROOT / "fedsurv" / "examples" / "sarcoma.toml"
+FOREIGN_APP = Path(__file__).parent / "flower_apps" / "foreign-app"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "fleet-only.conf"
+TIMEOUT = 10.0                       # the test plan's timeout_seconds
+GOOD = ("leiden", "milan", "prague", "vienna")
+BAD_VALUE = "31.02.2019-Zz9"         # a cell of the broken file that must never reach the coordinator
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("flower")
+    files = write_demo_consortium(tmp / "data")
+    plan = tmp / "plan.toml"
+    text = EXAMPLE_PLAN.read_text()
+    assert "timeout_seconds = 120" in text
+    plan.write_text(text.replace("timeout_seconds = 120", f"timeout_seconds = {TIMEOUT:g}"))
+    # A site whose export is damaged: a date column holds text no parser reads as a date.
+    broken_data = tmp / "data" / "broken.csv"
+    lines = files["milan"][0].read_text().splitlines()
+    header = lines[0].split(",")
+    col = header.index("death_date")
+    damaged = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(",")
+        cells[col] = BAD_VALUE
+        damaged.append(",".join(cells))
+    broken_data.write_text("\n".join(damaged) + "\n")
+    sites = [LocalSite(n, files[n][0], files[n][1]) for n in GOOD]
+    sites += [LocalSite("broken", broken_data), LocalSite("silent", files["warsaw"][0], silent=True)]
+    inputs = {n: SiteInput(n, files[n][0], files[n][1]) for n in GOOD}
+    inputs["broken"] = SiteInput("broken", broken_data)
+    log: list[str] = []
+    dep = LocalDeployment(tmp / "deployment", sites, progress=log.append)
+    with dep:
+        yield dep, plan, inputs, log, tmp
+    assert not dep.procs.started
+
+
+def in_process(plan: Path, inputs: dict[str, SiteInput], names: list[str]) -> dict:
+    from fedsurv.runner import run_in_process
+    from protocol.plan import load_plan
+
+    results, _ = run_in_process(load_plan(str(plan)), [inputs[n] for n in names])
+    return results
+
+
+def comparable(results: dict) -> dict:
+    """Everything an analyst reads, as results.json holds it (JSON floats round-trip exactly);
+    query ids and run bookkeeping differ by design."""
+    kept = {k: v for k, v in results.items() if k not in ("secure_aggregation", "site_left_out")}
+    return json.loads(json.dumps(kept, allow_nan=False))
+
+
+def progress_until(job_dir: Path, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    path = job_dir / "progress.jsonl"
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {needle!r} in the run's progress after {timeout} s")
+
+
+# ----------------------------------------------------------------------------- pinned internals
+
+
+def test_flower_internals_this_code_relies_on_are_where_they_were():
+    import inspect
+
+    import flwr
+    from flwr.supercore.interceptors import SuperExecAuthHttpInterceptor
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime import run_clientapp
+
+    assert flwr.__version__ == "1.42.0"
+    assert list(inspect.signature(run_clientapp.pull_task_input).parameters) == ["client"]
+    assert list(inspect.signature(run_clientapp.push_message).parameters) == ["client", "message", "context"]
+    assert list(inspect.signature(run_clientapp.push_task_output).parameters) == [
+        "client", "context", "sub_status", "details"]
+    for method in ("AcquireTask", "SendTaskHeartbeat", "PullTaskInput", "PushTaskOutput", "PushMessages"):
+        assert hasattr(RuntimeHttpClient, method)
+    assert "protected_methods" in inspect.signature(SuperExecAuthHttpInterceptor).parameters
+
+
+def test_fleet_filter_lets_only_fleet_calls_through():
+    assert fleet_only("POST", "/v1/fleet/pull-messages")
+    assert fleet_only("POST", "/v1/fleet/push-messages?x=1")
+    assert not fleet_only("GET", "/v1/fleet/pull-messages")
+    assert not fleet_only("POST", "/v1/control/start-run")
+    assert not fleet_only("POST", "/v1/control/register-node")
+    assert not fleet_only("POST", "/v1/runtime/acquire-task")
+    assert not fleet_only("POST", "/v1/fleet/../control/start-run")
+    assert not fleet_only("GET", "/health")
+    # The nginx configuration shipped for production allows exactly the same methods.
+    conf = NGINX_CONF.read_text()
+    allowed = re.search(r"location ~ \^/v1/fleet/\(([^)]*)\)\$", conf)
+    assert allowed is not None
+    assert tuple(allowed.group(1).split("|")) == FLEET_METHODS
+    assert re.search(r"location / \{\s*return 403;", conf)
+    assert "limit_except POST { deny all; }" in conf
+
+
+# ----------------------------------------------------------------------------- a plan end to end
+
+
+def test_plan_over_flower_equals_the_in_process_run(consortium):
+    dep, plan, inputs, log, _ = consortium
+    names = ["leiden", "milan", "prague"]
+    outcome = dep.run(plan, names)
+    assert outcome["ok"]
+    assert [s for s, _ in outcome["sites"]] == sorted(names)
+    assert comparable(outcome["results"]) == comparable(in_process(plan, inputs, names))
+    assert any("answered (3/3)" in m for m in log)
+    for n in names:
+        assert outcome["bytes_received"][n] > 0
+        ok, entries = verify_log(dep.site_dir(n) / "audit.jsonl")
+        assert ok.ok and entries[-1]["decision"] == "ok"
+
+
+def test_foreign_app_never_runs_at_a_site_and_is_audited(consortium):
+    dep, _, _, _, tmp = consortium
+    from flwr.cli.build import build_fab_from_disk
+
+    foreign_hash = hashlib.sha256(build_fab_from_disk(FOREIGN_APP)).hexdigest()
+    names = ["leiden", "milan", "prague"]
+    marker = tmp / "foreign-code-ran"
+    job_dir = tmp / "foreign-job"
+    job_dir.mkdir()
+    (job_dir / "job.json").write_text("{}")
+    before = {n: len(verify_log(dep.site_dir(n) / "audit.jsonl")[1]) for n in names}
+    flwr_cli(["run", str(FOREIGN_APP), CONNECTION, "--run-config",
+              f'job="{job_dir / "job.json"}" marker="{marker}" sites="{",".join(names)}"'], dep.flwr_home)
+    deadline = time.monotonic() + 60
+    while not (job_dir / "outcome.json").exists():
+        assert time.monotonic() < deadline, "the foreign ServerApp never finished"
+        time.sleep(0.1)
+    outcome = json.loads((job_dir / "outcome.json").read_text())
+    assert outcome["nodes"] == 3 and outcome["answers"] == 0
+    assert len(outcome["errors"]) == 3
+    assert all("refuses app bundle" in e and foreign_hash in e for e in outcome["errors"])
+    assert not marker.exists()
+    for n in names:
+        ok, entries = verify_log(dep.site_dir(n) / "audit.jsonl")
+        assert ok.ok
+        new = entries[before[n]:]
+        assert [e["event"] for e in new] == ["app-bundle-refused"]
+        assert new[0]["fab_sha256"] == foreign_hash and new[0]["decision"] == "refused"
+
+
+def test_a_site_side_client_cannot_start_a_run_or_register_a_key(consortium):
+    dep, _, _, _, tmp = consortium
+    site_home = tmp / "site-side-flwr"
+    write_flwr_home(site_home, dep.proxy.address, dep.tls.ca_cert)
+    refused = dep.proxy.refused
+    with pytest.raises(DeploymentError, match="403"):
+        flwr_cli(["run", str(dep.app), CONNECTION], site_home)
+    with pytest.raises(DeploymentError, match="403"):
+        flwr_cli(["supernode", "register", str(dep.site_dir("leiden") / "node.key.pub"), CONNECTION, "--name", "x"],
+                 site_home)
+    assert dep.proxy.refused >= refused + 2
+    assert dep.proxy.forwarded > 0  # the SuperNodes themselves do get through
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_broken_data_file_reaches_the_coordinator_naming_the_site_not_its_data(consortium):
+    dep, plan, _, _, _ = consortium
+    with pytest.raises(FlowerRunError) as err:
+        dep.run(plan, ["leiden", "milan", "broken"])
+    message = str(err.value)
+    assert "broken" in message and "could not be prepared" in message
+    assert BAD_VALUE not in message and "31.02" not in message
+    outcome = json.loads(sorted((dep.coord_dir / "jobs").glob("*/outcome.json"))[-1].read_text())
+    assert not outcome["ok"] and "results" not in outcome
+    assert BAD_VALUE not in json.dumps(outcome)
+
+
+def test_never_answering_site_times_out_named_and_nothing_is_written(consortium):
+    dep, plan, _, _, tmp = consortium
+    from click.testing import CliRunner
+
+    from fedsurv.cli import _load_commands
+    from fedsurv.groups import root
+
+    _load_commands()
+    out = tmp / "never-answering-out"
+    started = time.monotonic()
+    result = CliRunner().invoke(root, ["coordinator", "run", "--config", str(dep.coordinator_config), "--plan", str(plan),
+                                       "--out", str(out), "--site", "leiden", "--site", "milan", "--site", "silent",
+                                       "--no-report"])
+    elapsed = time.monotonic() - started
+    assert result.exit_code != 0
+    assert "silent did not answer" in result.output
+    assert TIMEOUT <= elapsed < TIMEOUT + 45
+    assert not (out / "results.json").exists()
+    assert not list(out.glob(".results-*")) if out.exists() else True
+
+
+def test_killed_supernode_mid_query_the_rest_are_asked_again(consortium):
+    dep, plan, inputs, _, _ = consortium
+    names = ["leiden", "milan", "prague", "vienna"]
+    run_id, job_dir = dep.submit(plan, names)
+    progress_until(job_dir, "query sent to 4 site(s)", 60)
+    dep.kill_site("vienna")
+    outcome = follow_run(job_dir, run_id, dep.superlink_ok, 120)
+    assert outcome["ok"]
+    assert [s for s, _ in outcome["sites"]] == ["leiden", "milan", "prague"]
+    notes = " ".join(outcome["results"]["secure_aggregation"]["notes"])
+    assert "vienna" in notes
+    assert comparable(outcome["results"]) == comparable(in_process(plan, inputs, ["leiden", "milan", "prague"]))
+
+
+def test_superlink_restart_is_reported_and_a_new_run_succeeds(consortium):
+    dep, plan, inputs, _, _ = consortium
+    names = ["leiden", "milan", "prague"]
+    run_id, job_dir = dep.submit(plan, names)
+    progress_until(job_dir, "query sent", 60)
+    dep.stop_superlink(kill=True)
+    with pytest.raises(FlowerRunError, match="SuperLink stopped answering"):
+        follow_run(job_dir, run_id, dep.superlink_ok, 60)
+    dep.start_superlink()
+    outcome = dep.run(plan, names)
+    assert comparable(outcome["results"]) == comparable(in_process(plan, inputs, names))
+
+
+def test_every_process_is_stopped(consortium):
+    dep, *_ = consortium
+    pids = [m.proc.pid for m in dep.procs.started.values()]
+    tree = [p for pid in pids for p in [pid, *descendants(pid)]]
+    assert tree
+    dep.close()
+    assert not dep.procs.started
+    assert [p for p in tree if running(p)] == []
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
