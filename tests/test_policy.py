@@ -143,3 +143,37 @@ def test_coordinator_waits_for_approval_when_asked_to(tmp_path):
     c2 = Consortium(split(3, seed=12), policy=replace(BASE, manual_approval=True), approvals_dir=tmp_path / "x")
     with pytest.raises(AggregationError, match="awaiting approval"):
         run_plan_secure(plan, c2.transport(), c2.coordinator, c2.roster, c2.names, clock=c2.clock)
+
+
+def test_preview_shows_the_exact_tallies_and_the_decision(tmp_path):
+    import json
+
+    import numpy as np
+
+    from fedsurv.commands.site import preview_command
+
+    lung = ROOT / "tests" / "fixtures" / "data" / "lung.csv"
+    plan = ROOT / "fedsurv" / "examples" / "lung.toml"
+    (tmp_path / "ok.toml").write_text('[policy]\nkinds = ["km", "logrank"]\nvariables = ["sex"]\n')
+    (tmp_path / "strict.toml").write_text('[policy]\nkinds = ["km"]\nvariables = ["sex"]\nfinest_bin_width = 7\n')
+    runner = CliRunner()
+    out = runner.invoke(preview_command, ["--plan", str(plan), "--data", str(lung), "--policy", str(tmp_path / "ok.toml"),
+                                          "--json"])
+    assert out.exit_code == 0, out.output
+    js = json.loads(out.output)
+    assert js["decision"] == {"allowed": True, "reasons": []} and js["n"] == 228
+    hist = np.array(js["blocks"]["surv:os:sex"]["values"])
+    # Independent count from the CSV: 165 deaths, 63 censored; 138 men and 90 women.
+    import pandas as pd
+
+    df = pd.read_csv(lung)
+    assert hist[..., 1].sum() == (df.status == 2).sum() == 165 and hist[..., 0].sum() == 63
+    assert hist.sum(axis=(1, 2)).tolist() == [138, 90]
+    assert hist[0, 306, 1] == ((df.time == 306) & (df.sex == 1) & (df.status == 2)).sum()
+    assert any("only the masked form" in n for n in js["notes"])
+    text = runner.invoke(preview_command, ["--plan", str(plan), "--data", str(lung), "--policy",
+                                           str(tmp_path / "strict.toml")])
+    assert text.exit_code == 1
+    assert "REFUSED" in text.output and "kind 'logrank' is not allowed" in text.output
+    assert "bin width 1 days is finer than the policy allows (7 days" in text.output
+    assert "stratum 1: 138 patients" in text.output
