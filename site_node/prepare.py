@@ -232,7 +232,8 @@ def _numbers(s: pd.Series, missing_texts: tuple[str, ...], decimal: str) -> _Num
     n = len(s)
     if isinstance(s.dtype, pd.ArrowDtype):
         trimmed = pc.utf8_trim_whitespace(_arrow(s))
-        missing = pc.fill_null(pc.is_in(trimmed, value_set=pa.array(missing_texts, type=pa.string())), True)
+        missing = pc.or_(pc.is_null(trimmed),
+                         pc.fill_null(pc.is_in(trimmed, value_set=pa.array(missing_texts, type=pa.string())), False))
         filled = pc.if_else(missing, "0", trimmed)
         if decimal == ",":
             filled = pc.replace_substring(filled, ",", ".")
@@ -287,7 +288,8 @@ def _parse_date_text(text: pd.Series, fmt: str | None) -> np.ndarray:
     return parsed.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
 
 
-def _dates(s: pd.Series, fmt: str | None, missing_texts: tuple[str, ...]) -> _Dates:
+def _dates(s: pd.Series, fmt: str | None, missing_texts: tuple[str, ...],
+           codes: Mapping[str, str | int]) -> _Dates:
     n = len(s)
     if s.dtype.kind == "M":
         miss = s.isna().to_numpy()
@@ -310,6 +312,9 @@ def _dates(s: pd.Series, fmt: str | None, missing_texts: tuple[str, ...]) -> _Da
                         (hasattr(v, "year") and hasattr(v, "month") and not isinstance(v, str)) for v in uniques],
                        dtype=bool)
     text = pd.Series(np.where(is_text, uniques, ""), dtype=object).str.strip()
+    if codes:
+        # Recode text only: a date cell of a workbook is a date whatever the text format.
+        text = text.map(lambda t: str(codes.get(t, t)))
     miss_u = is_text & text.isin(missing_texts).to_numpy()
     days_u = np.full(len(uniques), np.datetime64("NaT"), dtype="datetime64[D]")
     parse = is_text & ~miss_u
@@ -380,7 +385,7 @@ class _Preparer:
     def dates(self, col: _Column) -> _Dates:
         if col.plan not in self._dates:
             fmt = self.mapping.date_format
-            d = _dates(self.text_or_recoded(col), fmt, self.mapping.file.missing)
+            d = _dates(self.raw.frame[col.site], fmt, self.mapping.file.missing, col.codes)
             how = f"format {fmt!r}" if fmt else "expected YYYY-MM-DD; set [dates] format in the site's mapping"
             self.report.add(col, "not a date", d.bad, hint=how)
             self._dates[col.plan] = d

@@ -291,6 +291,18 @@ def test_parquet_records_count_from_one(tmp_path):
     one_problem(refused(p), p, "  column 'time': time is not a finite number in record 3 (value inf)")
 
 
+def test_parquet_nulls_are_missing_values(tmp_path):
+    p = tmp_path / "site.parquet"
+    df = frame().astype(object)
+    df.loc[0, "time"] = None                                   # a null in a text column
+    df.loc[3, "sex"] = None
+    df.to_parquet(p, index=False)
+    assert refused(p).splitlines()[1:] == [
+        "  column 'time': missing time in record 1",
+        "  column 'sex': missing sex (the plan does not allow missing values) in record 4",
+    ]
+
+
 def test_bad_excel_file(tmp_path):
     p = tmp_path / "broken.xlsx"
     p.write_text("this is not a workbook")

@@ -346,3 +346,27 @@ def test_a_large_file(tmp_path):
     np.testing.assert_array_equal(p.times["amp"], frame["time"].to_numpy(dtype=float))
     np.testing.assert_array_equal(p.levels["sex"], (frame["sex"] == "2").to_numpy().astype(int))
     assert p.n_rows == n and p.left_out == {}
+
+
+def test_codes_mark_missing_dates_and_numbers(tmp_path):
+    # Registries write "00.00.0000" for "no date" and 999 for "age unknown".
+    frame = FRAME.copy()
+    for c in ("ilp", "amp_date", "death_date", "lfu"):
+        frame[c] = frame[c].dt.strftime("%d.%m.%Y").fillna("00.00.0000")
+    frame["age"] = frame["age"].map(lambda x: "999" if np.isnan(x) else f"{x:g}")
+    mapping = parse_mapping("""
+[codes.amp_date]
+"00.00.0000" = ""
+[codes.death_date]
+"00.00.0000" = ""
+[codes.lfu]
+"00.00.0000" = ""
+[codes.age]
+"999" = ""
+[dates]
+format = "%d.%m.%Y"
+""")
+    check_expected(prepare_site_data(PLAN, write(frame, tmp_path / "site.csv"), mapping))
+    # In a workbook, date cells stay dates while the text cells are recoded and parsed.
+    frame["ilp"] = FRAME["ilp"]
+    check_expected(prepare_site_data(PLAN, write(frame, tmp_path / "site.xlsx"), mapping))
