@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass, field, replace
@@ -90,6 +91,8 @@ class Query:
             raise MessageError("malformed query body") from None
         if not _QUERY_ID.match(q.query_id):
             raise MessageError("malformed query id")
+        if not (math.isfinite(q.issued_at) and math.isfinite(q.expires_at)):
+            raise MessageError("query times must be finite")
         return q
 
     @property

@@ -122,22 +122,29 @@ class SiteNode:
     def answer(self, request: bytes) -> bytes:
         with self._lock:
             self.audit.refresh()  # another writer (the site's Flower loop) may have appended
+            raw = bytes(request) if isinstance(request, (bytes, bytearray, memoryview)) else b""
             record: dict[str, Any] = {"event": "query", "site": self.name,
-                                      "request_sha256": hashlib.sha256(bytes(request)).hexdigest()}
+                                      "request_sha256": hashlib.sha256(raw).hexdigest()}
             try:
-                reply = self._answer(request, record)
+                reply = self._answer(raw, record)
             except _Refuse as r:
-                record.update(decision=r.status, reasons=r.reasons)
-                if r.detail:
-                    record["detail"] = r.detail
-                reply = Reply(self.name, record.get("query_id") or "", record.get("plan_sha256") or "",
-                              r.status, "; ".join(r.reasons))
+                reply = self._failure(record, r)
+            except Exception as e:  # noqa: BLE001 - a fault here must still leave an entry and a reply
+                reply = self._failure(record, _Refuse("error", ["internal error at the site (details in its audit log)"],
+                                                      detail=f"{e.__class__.__name__}: {e}"))
             reply = reply.sign(self.keys)
             encoded = reply.encode()
             record["reply_sha256"] = hashlib.sha256(encoded).hexdigest()
             record["payload_sha256"] = reply.payload_sha256 if reply.payload else None
             self.audit.append(record)  # raises AuditError: then no reply leaves
             return encoded
+
+    def _failure(self, record: dict[str, Any], r: _Refuse) -> Reply:
+        record.update(decision=r.status, reasons=r.reasons)
+        if r.detail:
+            record["detail"] = r.detail
+        return Reply(self.name, record.get("query_id") or "", record.get("plan_sha256") or "", r.status,
+                     "; ".join(r.reasons))
 
     def _answer(self, request: bytes, record: dict[str, Any]) -> Reply:
         now = self._clock()

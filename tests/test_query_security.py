@@ -200,3 +200,22 @@ def test_site_answers_nothing_for_a_forged_reply_path(c):
     forged = replace(r, n=r.n + 1, signature=r.signature)
     assert r.verify(c.roster.site("site0").signing_public)
     assert not forged.verify(c.roster.site("site0").signing_public)
+
+
+@pytest.mark.parametrize("request_bytes", [b"", b"FSQ1", b"FSQ1\x00\x00\x00\x05hello" + b"\0" * 64, "text", None])
+def test_garbage_gets_a_signed_refusal_and_an_audit_entry(c, request_bytes):
+    raw = c.nodes["site0"].answer(request_bytes)
+    r = decode_reply(raw)
+    assert r.status == "refused" and "malformed query" in r.reason
+    assert r.verify(c.roster.site("site0").signing_public)
+    assert c.nodes["site0"].audit.entries[-1]["decision"] == "refused"
+
+
+def test_an_unexpected_fault_at_the_site_becomes_an_error_reply(c):
+    def explode(_plan):
+        raise MemoryError("no room for 10 GB of bins")
+
+    c.nodes["site1"]._load_data = explode
+    r = ask(c, query_for(c, lung_plan())[1], ["site1"])["site1"]
+    assert r.status == "error" and "10 GB" not in r.reason
+    assert "MemoryError" in c.nodes["site1"].audit.entries[-1]["detail"]
