@@ -15,12 +15,12 @@ import numpy as np
 from coordinator.cif import aalen_johansen, cif_at_times
 from coordinator.describe import describe_categorical, describe_numeric
 from coordinator.gray import gray_test
-from coordinator.km import SurvivalTable, kaplan_meier, km_at_times, km_quantiles
+from coordinator.km import SurvivalTable, kaplan_meier, km_at_times, km_median, km_quantiles
 from coordinator.logrank import logrank_test
 from coordinator.proportion import proportion_ci
 from coordinator.rmst import compare_rmst, rmst
 from protocol.plan import ANY_CAUSE, Analysis, Plan
-from protocol.tallies import Tallies, cell_labels, dropped_key, surv_key
+from protocol.tallies import Tallies, cell_labels, surv_key
 
 TABLE_COLUMNS = ("time", "n_risk", "n_event", "n_censor", "estimate", "std_err", "lower", "upper")
 
@@ -79,8 +79,11 @@ def _km_stratum(counts: np.ndarray, plan: Plan, a: Analysis) -> dict[str, Any]:
         rm = [rmst(table, tau) for tau in a.times]
         out["rmst"] = {"tau": list(a.times), "estimate": jsonable([r[0] for r in rm]),
                        "std_err": jsonable([r[1] for r in rm])}
+    # R prints the median by summary(fit)$table's rule, which differs from quantile(fit, 0.5)
+    # in a few strata; both are reported as R reports them.
+    m = km_median(table, conf_level=level, conf_type=ctype)
+    out["median"] = jsonable({"estimate": m.estimate, "lower": m.lower, "upper": m.upper})
     q = km_quantiles(table, probs=(0.25, 0.5, 0.75), conf_level=level, conf_type=ctype)
-    out["median"] = jsonable({"estimate": q.estimate[1], "lower": q.lower[1], "upper": q.upper[1]})
     out["quantiles"] = jsonable({"probs": q.probs, "estimate": q.estimate, "lower": q.lower, "upper": q.upper})
     return out
 
@@ -154,7 +157,7 @@ def _rmst(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
         e, s = rmst(table, a.tau)  # type: ignore[arg-type]
         est.append(e)
         se.append(s)
-    comp = compare_rmst(list(levels), np.array(est), np.array(se), conf_level=level)  # type: ignore[arg-type]
+    comp = compare_rmst(list(levels), np.array(est), np.array(se), conf_level=level, tau=a.tau)  # type: ignore[arg-type]
     return {"kind": "rmst", "endpoint": a.endpoint, "cause": a.cause, "groups_variable": a.groups,
             "tau": a.tau, **jsonable(comp.to_dict())}
 

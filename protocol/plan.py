@@ -284,8 +284,10 @@ def _parse_variable(name: str, t: Mapping[str, Any]) -> Variable:
     lo, hi = _num(rng[0], f"{where}.range"), _num(rng[1], f"{where}.range")
     if not lo < hi:
         raise PlanError(f"{where}.range: low must be below high")
-    if max(abs(lo), abs(hi)) * 10**decimals > 2**31:
-        raise PlanError(f"{where}.range: too wide for fixed point at {decimals} decimals")
+    # Keeps the sum of squares of the fixed-point values below 2**63 for up to 2**23 patients.
+    if max(abs(lo), abs(hi)) * 10**decimals > 2**20:
+        raise PlanError(f"{where}.range: too wide for fixed point at {decimals} decimals "
+                        f"(|value| * 10**decimals must stay within {2**20:,})")
     return Variable(name=name, decimals=decimals, range=(float(lo), float(hi)), missing=missing, column=column)
 
 
