@@ -336,6 +336,8 @@ def _dates(s: pd.Series, fmt: str | None, missing_texts: tuple[str, ...],
 
 
 class _Preparer:
+    """Validates one export column by column, collecting problems in one report."""
+
     def __init__(self, plan: Plan, raw: RawExport, mapping: SiteMapping, columns: dict[str, _Column]):
         self.plan = plan
         self.raw = raw
@@ -415,7 +417,7 @@ class _Preparer:
         fu_ok = ~fu.missing & ~fu.bad
         r.add(fcol, "missing last follow-up, and no event date", fu.missing & ~any_given, show_values=False)
         r.add(fcol, f"last follow-up before the origin date in {ocol.site!r}", fu_ok & o_ok & (fu.days < origin.days))
-        for (_, column), days in zip(ep.dates, cause_days):
+        for (_, column), days in zip(ep.dates, cause_days, strict=True):
             after = (days != never) & fu_ok & (fu.days < days)
             r.add(fcol, f"last follow-up before the date in {self.columns[column].site!r}", after)
         end = np.where(has_event, first, fu.days)
@@ -462,7 +464,7 @@ class _Preparer:
             left_out[f"missing {v.name} ({how})"] = int(missing.sum())
 
 
-def _check_codes(plan: Plan, mapping: SiteMapping, columns: dict[str, _Column],
+def _check_codes(mapping: SiteMapping, columns: dict[str, _Column],
                  endpoints: list[Endpoint], variables: list[Variable]) -> None:
     """Every code the mapping produces for a column the plan uses must be one the plan knows."""
     problems: list[str] = []
@@ -516,7 +518,7 @@ def prepare_site_data(plan: Plan, path: str | Path, mapping: SiteMapping | None 
         columns[v.source] = _resolve(mapping, v.source, [v.name] if v.name != v.source else [])
     known_keys = set(columns) | {v.name for v in variables}
     unused = _unused_entries(mapping, known_keys)
-    _check_codes(plan, mapping, columns, endpoints, variables)
+    _check_codes(mapping, columns, endpoints, variables)
 
     raw = read_export(path, [c.site for c in columns.values()], mapping.file)
     absent = [c for c in columns.values() if c.site not in raw.frame.columns]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -100,7 +100,8 @@ BAD = [
      "endpoints.os: unknown key 'censor'"),
     ("duplicate levels", edit('levels = ["1", "2"]', 'levels = ["1", "1"]'), "variables.sex.levels: levels must be "
                                                                             "distinct"),
-    ("variable without type", edit('type = "numeric"\n', ''), "variables.age: give levels = [...] or type = \"numeric\""),
+    ("variable without type", edit('type = "numeric"\n', ''),
+     "variables.age: give levels = [...] or type = \"numeric\""),
     ("range reversed", edit('range = [0, 110]', 'range = [110, 0]'), "variables.age.range: low must be below high"),
     ("too many decimals", edit('decimals = 0', 'decimals = 9'), "variables.age.decimals: expected an integer from 0 "
                                                                 "to 6"),
