@@ -32,7 +32,7 @@ def measure(n_parties: int, cells: int, repeat: int = 15) -> tuple[float, float,
         maskers[n].mask(xs[n], QID, PLAN, names, peers)
     mask_t, unmask_t = [], []
     for _ in range(repeat):
-        me = names[len(mask_t) % n_parties]  # noqa: E501 - every site in turn
+        me = names[len(mask_t) % n_parties]
         t0 = time.perf_counter()
         maskers[me].mask(xs[me], QID, PLAN, names, peers)
         mask_t.append(time.perf_counter() - t0)

@@ -7,7 +7,7 @@ or partial sum) into an AggregationError instead of an estimate.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -73,6 +73,5 @@ def check_consistency(plan: Plan, tallies: Tallies, n_reported: int) -> None:
             total = int(a.sum(dtype=np.int64))
             if total + dropped != n:
                 raise AggregationError(f"block {b.key}: {total} patients + {dropped} dropped != n = {n}; {MISMATCH}")
-        elif b.key.startswith("count:"):
-            if int(a.sum(dtype=np.int64)) != n:
-                raise AggregationError(f"block {b.key}: counts add up to {int(a.sum())}, not n = {n}; {MISMATCH}")
+        elif b.key.startswith("count:") and int(a.sum(dtype=np.int64)) != n:
+            raise AggregationError(f"block {b.key}: counts add up to {int(a.sum())}, not n = {n}; {MISMATCH}")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from coordinator.aggregate import aggregate_replies
 from protocol.errors import AggregationError

@@ -75,7 +75,7 @@ class Query:
         })
 
     @classmethod
-    def from_bytes(cls, body: bytes) -> "Query":
+    def from_bytes(cls, body: bytes) -> Query:
         try:
             d = json.loads(body.decode("utf-8"))
             if d.get("version") != 1:
@@ -160,7 +160,7 @@ class Reply:
                            "plan_sha256": self.plan_sha256, "status": self.status, "reason": self.reason,
                            "n": self.n, "payload_sha256": self.payload_sha256, "payload_bytes": len(self.payload)})
 
-    def sign(self, keys: PartyKeys) -> "Reply":
+    def sign(self, keys: PartyKeys) -> Reply:
         return replace(self, signature=keys.sign(self.header()))
 
     def verify(self, signing_public: bytes) -> bool:

@@ -30,9 +30,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from protocol.errors import FedsurvError
 
@@ -65,24 +66,30 @@ def verify_lines(lines: list[str]) -> tuple[Verification, list[dict[str, Any]]]:
     """Check the chain; stops at the first bad entry and names it."""
     prev, entries = GENESIS, []
     for i, line in enumerate(lines, start=1):
-        def bad(why: str) -> tuple[Verification, list[dict[str, Any]]]:
+        why = _fault(line, i, prev)
+        if why:
             return Verification(False, len(entries), prev, i, f"entry {i} (line {i}): {why}"), entries
-
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            return bad("not valid JSON")
-        if not isinstance(e, dict) or not {"seq", "prev", "hash"} <= set(e):
-            return bad("not an audit entry (seq, prev and hash missing)")
-        if e["seq"] != i:
-            return bad(f"sequence number {e['seq']} where {i} was expected (an entry was deleted, inserted or moved)")
-        if e["prev"] != prev:
-            return bad("does not chain to the entry before it (an entry was deleted, inserted, moved or edited)")
-        if entry_hash(e) != e["hash"]:
-            return bad("its content does not match its hash (the entry was edited)")
+        e = json.loads(line)
         prev = e["hash"]
         entries.append(e)
     return Verification(True, len(entries), prev), entries
+
+
+def _fault(line: str, seq: int, prev: str) -> str:
+    """What is wrong with entry number `seq`, whose predecessor's hash is `prev` ("" if nothing)."""
+    try:
+        e = json.loads(line)
+    except json.JSONDecodeError:
+        return "not valid JSON"
+    if not isinstance(e, dict) or not {"seq", "prev", "hash"} <= set(e):
+        return "not an audit entry (seq, prev and hash missing)"
+    if e["seq"] != seq:
+        return f"sequence number {e['seq']} where {seq} was expected (an entry was deleted, inserted or moved)"
+    if e["prev"] != prev:
+        return "does not chain to the entry before it (an entry was deleted, inserted, moved or edited)"
+    if entry_hash(e) != e["hash"]:
+        return "its content does not match its hash (the entry was edited)"
+    return ""
 
 
 def verify_log(path: str | Path) -> tuple[Verification, list[dict[str, Any]]]:
@@ -179,7 +186,7 @@ class AuditLog:
     def _next(self, record: dict[str, Any]) -> dict[str, Any]:
         now = self._clock()
         entry = {**record, "seq": len(self.entries) + 1, "prev": self.head, "unix": now,
-                 "time": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="milliseconds")}
+                 "time": _dt.datetime.fromtimestamp(now, _dt.UTC).isoformat(timespec="milliseconds")}
         entry["hash"] = entry_hash(entry)
         return entry
 

@@ -34,9 +34,10 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from protocol.errors import FedsurvError
 from protocol.keys import PartyKeys, b64
@@ -203,17 +204,18 @@ class SiteNode:
         if query.issued_at > now + CLOCK_SKEW_SECONDS:
             raise _Refuse("refused", ["the query was issued in the future (check the clocks)"])
         earlier = self._seen(query.query_id)
-        if earlier is not None:
-            if not earlier.get("pending") or earlier.get("request_sha256") != record["request_sha256"]:
-                raise _Refuse("refused", ["this query id was seen before (replayed query)"])
+        # Only the very same signed query may come back, and only while it awaits approval.
+        resent = earlier is not None and earlier.get("pending") and earlier.get("request_sha256") == record["request_sha256"]
+        if earlier is not None and not resent:
+            raise _Refuse("refused", ["this query id was seen before (replayed query)"])
 
     def _check_history(self, query: Query, now: float, record: dict[str, Any]) -> None:
         policy = self.policy
         assert policy is not None
         recent = sum(1 for e in self.audit.entries if e.get("decision") == "ok" and e.get("unix", 0) > now - DAY_SECONDS)
         if recent >= policy.max_queries_per_day:
-            raise _Refuse("refused", [f"the site has answered {recent} queries in the last 24 hours "
-                                      f"(policy.max_queries_per_day = {policy.max_queries_per_day})"])
+            raise _Refuse("refused", [(f"the site has answered {recent} queries in the last 24 hours "
+                                       f"(policy.max_queries_per_day = {policy.max_queries_per_day})")])
         if policy.same_plan_other_sites:
             return
         new = set(query.participants)
@@ -234,14 +236,14 @@ class SiteNode:
                     notes.append(f"trusted the coordinator that {', '.join(unproven)} did not answer "
                                  f"query {e['query_id']}")
                     continue
-                raise _Refuse("refused", [
+                raise _Refuse("refused", [(
                     f"this site answered this plan before (query {e['query_id']}) with {', '.join(sorted(old))}; "
                     f"no signed refusal from {', '.join(unproven)} shows that the earlier round failed, so answering "
-                    f"without them could isolate their tallies by differencing (policy.rerun_after_dropout)"])
-            raise _Refuse("refused", [
+                    f"without them could isolate their tallies by differencing (policy.rerun_after_dropout)")])
+            raise _Refuse("refused", [(
                 f"this site answered this plan before (query {e['query_id']}) with another set of sites "
                 f"({', '.join(sorted(old))}); answering it again with {', '.join(sorted(new))} would let the "
-                f"coordinator isolate sites by differencing (policy.same_plan_other_sites)"])
+                f"coordinator isolate sites by differencing (policy.same_plan_other_sites)")])
         if supersedes:
             record["supersedes"] = supersedes
         if notes:
@@ -288,8 +290,8 @@ class SiteNode:
         (self.approvals_dir / f"{query.query_id}.pending.json").write_text(json.dumps(pending, indent=1) + "\n",
                                                                            encoding="utf-8")
         record["pending"] = True
-        raise _Refuse("refused", [f"{AWAITING_APPROVAL}: the site's privacy officer must run "
-                                  f"`fedsurv site approve {query.query_id}`"])
+        raise _Refuse("refused", [(f"{AWAITING_APPROVAL}: the site's privacy officer must run "
+                                   f"`fedsurv site approve {query.query_id}`")])
 
     # ------------------------------------------------------------------ preview
 
@@ -302,8 +304,8 @@ def preview(site: str, plan: Plan, data: PreparedData, policy: Policy | None) ->
     """What `site` would contribute to `plan` from `data`, and its policy's decision on it."""
     tallies = compute_tallies(plan, data)
     reasons: list[str] = []
-    notes = ["only the masked form of these tallies leaves the site; the coordinator sees only their sum "
-             "over all participating sites"]
+    notes = [("only the masked form of these tallies leaves the site; the coordinator sees only their sum "
+              "over all participating sites")]
     if policy is not None:
         reasons = plan_reasons(policy, plan) + small_strata(plan, tallies, policy.min_stratum_size)
         notes.append(f"checked when a query arrives: at least {policy.required_sites} participants, expiry, "

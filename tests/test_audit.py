@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 
 import pytest
 from click.testing import CliRunner
+from secure_fixtures import Consortium, fixed_party, lung_plan, split
 
 from coordinator.secure_round import new_query, run_plan_secure
 from fedsurv.commands.audit import show_command, verify_command
 from protocol.keys import b64
 from protocol.query import decode_reply
-from secure_fixtures import Consortium, fixed_party, lung_plan, split
 from site_node.audit import GENESIS, AuditError, AuditLog, entry_hash, verify_log
 from site_node.policy import Policy
 from site_node.responder import tallies_sha256
@@ -57,7 +58,7 @@ def test_entries_hold_what_a_privacy_officer_needs(logged):
     assert forged["signature_valid"] is False and forged["coordinator_key"] is None
     assert forged["decision"] == "refused" and "signature" in forged["reasons"][0]
     assert replay["decision"] == "refused" and "replayed" in replay["reasons"][0]
-    for a, b in zip(lines, lines[1:]):
+    for a, b in itertools.pairwise(lines):
         assert json.loads(b)["prev"] == json.loads(a)["hash"]
 
 
@@ -134,7 +135,7 @@ def test_reordered_lines_are_named(logged):
 
 
 def test_site_with_a_damaged_log_answers_nothing(logged):
-    c, path = logged
+    _, path = logged
     lines = path.read_text().splitlines()
     del lines[0]
     _rewrite(path, lines)

@@ -53,7 +53,7 @@ def test_signatures_verify_only_with_the_right_key_and_message():
 
 
 def test_roster_round_trips_through_toml_and_rejects_duplicates():
-    coord, sites, roster = consortium_for_run(["b", "a", "c d"])
+    coord, _, roster = consortium_for_run(["b", "a", "c d"])
     again = Roster.from_toml(roster.to_toml())
     assert again == roster and again.names == ("a", "b", "c d")
     assert roster.coordinator_signing_public == coord.public().signing_public

@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from secure_fixtures import Consortium, fixed_party, lung_plan, split
 
 from coordinator.aggregate import aggregate_replies
 from coordinator.secure_round import new_query, run_plan_secure
 from protocol.errors import AggregationError
 from protocol.query import SignedQuery, decode_reply, decode_signed_query
-from secure_fixtures import Consortium, fixed_party, lung_plan, split
 from site_node.policy import Policy
 from site_node.tally import compute_tallies
 
@@ -50,7 +50,7 @@ def c():
 def test_made_up_participant_not_in_the_roster_is_refused(c):
     # The coordinator invents a site whose keys it holds, to learn the others' masks.
     ghost = fixed_party("ghost", 77)
-    q, req = query_for(c, lung_plan(), participants=c.names + [ghost.name])
+    _, req = query_for(c, lung_plan(), participants=c.names + [ghost.name])
     assert_refused(ask(c, req), "participant 'ghost' is not in this site's roster")
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from secure_fixtures import LUNG, Consortium, fixed_party, lung_plan, prepared, split
 
 from coordinator.secure_round import run_plan_secure
 from protocol.errors import AggregationError, DataError
 from protocol.query import Reply, decode_reply
-from secure_fixtures import LUNG, Consortium, fixed_party, lung_plan, prepared, split
 from site_node.policy import Policy
 from site_node.responder import DATA_FAILED
 from site_node.tally import compute_tallies

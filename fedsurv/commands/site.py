@@ -117,14 +117,14 @@ def approve_command(query_id: str, state: Path, yes: bool) -> None:
     """Approve a query that waits for manual approval; the site answers it when it is sent again."""
     d = _approvals_dir(state, query_id)
     pending = json.loads((d / f"{query_id}.pending.json").read_text(encoding="utf-8"))
-    expires = _dt.datetime.fromtimestamp(pending["expires_at"], _dt.timezone.utc).isoformat(timespec="seconds")
+    expires = _dt.datetime.fromtimestamp(pending["expires_at"], _dt.UTC).isoformat(timespec="seconds")
     click.echo(f"query {query_id}: plan {pending.get('title')!r} (sha256 {pending['plan_sha256']})")
     click.echo(f"participants: {', '.join(pending['participants'])}; this site's patients: {pending.get('n')}; "
                f"valid until {expires}")
     if not yes and not click.confirm("approve this query?", default=False):
         click.echo("not approved")
         sys.exit(1)
-    approval = {"query_id": query_id, "approved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    approval = {"query_id": query_id, "approved_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "by": getpass.getuser(), "request_sha256": pending.get("request_sha256")}
     path = d / f"{query_id}.approved"
     tmp = path.with_suffix(".tmp")
