@@ -54,6 +54,7 @@ class Job:
     min_sites: int = 3
     wait_for_sites: float = 30.0
     passphrase_env: str | None = None
+    passphrase_file: Path | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Job":
@@ -61,12 +62,14 @@ class Job:
         return cls(plan=Path(raw["plan"]), coordinator_keys=Path(raw["coordinator_keys"]), roster=Path(raw["roster"]),
                    job_dir=Path(raw["job_dir"]), sites=tuple(raw.get("sites", ())),
                    min_sites=int(raw.get("min_sites", 3)), wait_for_sites=float(raw.get("wait_for_sites", 30.0)),
-                   passphrase_env=raw.get("passphrase_env"))
+                   passphrase_env=raw.get("passphrase_env"),
+                   passphrase_file=Path(raw["passphrase_file"]) if raw.get("passphrase_file") else None)
 
     def dump(self, path: Path) -> None:
         data = {"plan": str(self.plan), "coordinator_keys": str(self.coordinator_keys), "roster": str(self.roster),
                 "job_dir": str(self.job_dir), "sites": list(self.sites), "min_sites": self.min_sites,
-                "wait_for_sites": self.wait_for_sites, "passphrase_env": self.passphrase_env}
+                "wait_for_sites": self.wait_for_sites, "passphrase_env": self.passphrase_env,
+                "passphrase_file": str(self.passphrase_file) if self.passphrase_file else None}
         write_json_atomic(path, data)
 
 
@@ -199,7 +202,10 @@ def run_job(grid: Grid, job: Job, run_id: int) -> dict[str, Any]:
         # the order of a date endpoint's causes, which decides the cause codes).
         plan = plan_from_dict(json.loads(load_plan(str(job.plan)).canonical_json()))
         roster = Roster.from_toml(job.roster.read_text())
-        passphrase = os.environ.get(job.passphrase_env) if job.passphrase_env else None
+        from site_node.keystore import read_passphrase_file
+
+        passphrase = (read_passphrase_file(job.passphrase_file) if job.passphrase_file
+                      else os.environ.get(job.passphrase_env or "") or None)
         keys = load_party(job.coordinator_keys, passphrase=passphrase)
         wanted = job.sites or tuple(roster_site_names(roster))
         nodes = connected_sites(grid, wanted, job.wait_for_sites, say)

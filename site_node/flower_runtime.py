@@ -77,6 +77,7 @@ class SiteConfig:
     allowed_fab_hashes: tuple[str, ...]
     poll_interval: float = 0.1
     passphrase_env: str | None = None
+    passphrase_file: Path | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -126,6 +127,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         allowed_fab_hashes=hashes,
         poll_interval=float(flower.get("poll_interval", 0.1)),
         passphrase_env=site.get("passphrase_env"),
+        passphrase_file=p(site.get("passphrase_file")),
         extra={k: v for k, v in raw.items() if k not in ("site", "flower")},
     )
 
@@ -321,6 +323,16 @@ def wait_for_runtime_api(address: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"the SuperNode's Runtime API at {address} did not come up in {timeout:.0f} s")
 
 
+def key_passphrase(file: Path | None, env: str | None) -> bytes | None:
+    """The private keys' passphrase: from a file (first line) or an environment variable, if set."""
+    from site_node.keystore import read_passphrase_file
+
+    if file is not None:
+        return read_passphrase_file(file)
+    value = os.environ.get(env) if env else None
+    return value.encode("utf-8") if value else None
+
+
 def build_answer(cfg: SiteConfig) -> tuple[Answer, Audit]:
     """The site's answer function and audit hook, from its installed fedsurv and its own files."""
     from protocol.roster import Roster
@@ -330,8 +342,7 @@ def build_answer(cfg: SiteConfig) -> tuple[Answer, Audit]:
     from site_node.prepare import prepare_site_data
     from site_node.responder import SiteNode
 
-    passphrase = os.environ.get(cfg.passphrase_env) if cfg.passphrase_env else None
-    keys = load_party(cfg.keys, passphrase=passphrase)
+    keys = load_party(cfg.keys, passphrase=key_passphrase(cfg.passphrase_file, cfg.passphrase_env))
     roster = Roster.from_toml(cfg.roster.read_text(), where=str(cfg.roster))
     policy = load_policy(cfg.policy) if cfg.policy else None
     mapping = load_mapping(cfg.mapping) if cfg.mapping else None

@@ -125,6 +125,50 @@ def test_fleet_filter_lets_only_fleet_calls_through():
     assert "limit_except POST { deny all; }" in conf
 
 
+def test_example_site_config_pins_the_bundle_this_fedsurv_builds():
+    from fedsurv.flower_app import build_fab, fab_hash
+    from site_node.flower_runtime import load_site_config
+
+    cfg = load_site_config(ROOT / "deploy" / "site.toml")
+    assert cfg.allowed_fab_hashes == (fab_hash(),)
+    assert hashlib.sha256(build_fab()).hexdigest() == fab_hash()  # deterministic: a site can rebuild it
+    assert cfg.superlink.endswith(":443") and cfg.root_certificates is not None
+
+
+def test_compose_files_publish_no_site_port_and_only_the_proxy_at_the_coordinator():
+    import yaml
+
+    site = yaml.safe_load((ROOT / "deploy" / "docker-compose.site.yml").read_text())["services"]
+    coord = yaml.safe_load((ROOT / "deploy" / "docker-compose.coordinator.yml").read_text())["services"]
+    assert all("ports" not in svc for svc in site.values())
+    assert "ports" not in coord["superlink"] and coord["proxy"]["ports"] == ["443:443"]
+    for svc in (site["site"], coord["superlink"]):
+        assert svc["environment"] == {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def test_make_certs_script_makes_a_verifiable_chain_and_an_openssh_node_key(tmp_path):
+    import subprocess
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+    script = ROOT / "deploy" / "make-certs-and-keys.sh"
+    for args in (["ca", str(tmp_path)], ["server", str(tmp_path), "superlink", "superlink", "127.0.0.1"],
+                 ["node", str(tmp_path / "leiden"), "leiden"]):
+        subprocess.run(["bash", str(script), *args], check=True, capture_output=True)
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((tmp_path / "superlink.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["superlink"]
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    key = load_ssh_private_key((tmp_path / "leiden" / "node.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
+    assert isinstance(load_ssh_public_key((tmp_path / "leiden" / "node.key.pub").read_bytes()), ec.EllipticCurvePublicKey)
+    assert (tmp_path / "ca.key").stat().st_mode & 0o077 == 0 and (tmp_path / "leiden" / "node.key").stat().st_mode & 0o077 == 0
+
+
 # ----------------------------------------------------------------------------- a plan end to end
 
 

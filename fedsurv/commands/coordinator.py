@@ -28,6 +28,7 @@ class CoordinatorConfig:
     key: Path
     sites: dict[str, Path]
     passphrase_env: str | None = None
+    passphrase_file: Path | None = None
 
     @property
     def flwr_home(self) -> Path:
@@ -54,7 +55,8 @@ def load_coordinator_config(path: Path) -> CoordinatorConfig:
                                  host=str(s.get("host", "0.0.0.0")), port=int(s.get("port", 9092)),
                                  ca_cert=p(s["ca_cert"]), cert=p(s["cert"]), key=p(s["key"]),
                                  sites={n: p(t["node_public_key"]) for n, t in raw.get("sites", {}).items()},
-                                 passphrase_env=c.get("passphrase_env"))
+                                 passphrase_env=c.get("passphrase_env"),
+                                 passphrase_file=p(c["passphrase_file"]) if c.get("passphrase_file") else None)
     except KeyError as e:
         raise click.UsageError(f"{path}: missing key {e.args[0]!r}") from None
 
@@ -152,7 +154,8 @@ def run_command(config_path: Path, plan_path: Path, out: Path, sites: tuple[str,
     job_dir = cfg.state_dir / "jobs" / stamp
     job_dir.mkdir(parents=True, exist_ok=True)
     job = Job(plan=plan_path.resolve(), coordinator_keys=cfg.keys, roster=cfg.roster, job_dir=job_dir, sites=sites,
-              min_sites=min_sites, wait_for_sites=wait_for_sites, passphrase_env=cfg.passphrase_env)
+              min_sites=min_sites, wait_for_sites=wait_for_sites, passphrase_env=cfg.passphrase_env,
+              passphrase_file=cfg.passphrase_file)
     job.dump(job_dir / "job.json")
     run_id = submit_run(cfg.flwr_home, app_dir(), job_dir / "job.json")
     click.echo(f"run {run_id} submitted; waiting for the sites", err=True)
