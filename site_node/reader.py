@@ -123,7 +123,7 @@ def _line_content(data: bytes, start: int, delimiter: str) -> np.ndarray:
     content = (buf != ord(delimiter)) & (buf != 10) & (buf != 13) & (buf != 32) & (buf != 9)
     starts = np.concatenate(([0], np.flatnonzero(buf == 10) + 1))
     starts = starts[starts < buf.size]
-    return np.add.reduceat(content, starts, dtype=np.int64) > 0
+    return np.logical_or.reduceat(content, starts)
 
 
 def _read_csv(p: Path, source: str, columns: Sequence[str], options: FileOptions) -> RawExport:
