@@ -92,7 +92,7 @@ def test_no_policy_refuses_nothing_but_the_protocol_checks():
 
 
 def test_manual_approval_holds_the_query_until_the_officer_approves(tmp_path):
-    from fedsurv.commands.site import approve_command
+    from fedsurv.commands.site import approve_command, pending_command
 
     policy = replace(BASE, manual_approval=True)
     c = Consortium(split(3, seed=11), policy=policy, approvals_dir=tmp_path)
@@ -103,6 +103,10 @@ def test_manual_approval_holds_the_query_until_the_officer_approves(tmp_path):
     assert f"fedsurv site approve {q.query_id}" in first["site0"].reason
     pending = tmp_path / "site0" / f"{q.query_id}.pending.json"
     assert pending.exists()
+    listed = CliRunner().invoke(pending_command, ["--state", str(tmp_path)])  # the parent folder is no approvals folder
+    assert "no query waits" in listed.output
+    listed = CliRunner().invoke(pending_command, ["--state", str(tmp_path / "site0")])
+    assert f"{q.query_id}  waiting" in listed.output and "'NCCTG lung: overall survival'" in listed.output
     # Not approved yet: sending the same query again still waits.
     assert decode_reply(c.nodes["site0"].answer(req)).awaiting_approval
     runner = CliRunner()
@@ -110,6 +114,8 @@ def test_manual_approval_holds_the_query_until_the_officer_approves(tmp_path):
         out = runner.invoke(approve_command, [q.query_id, "--state", str(tmp_path / n), "--yes"])
         assert out.exit_code == 0, out.output
         assert "approved" in out.output
+    listed = runner.invoke(pending_command, ["--state", str(tmp_path / "site0")])
+    assert f"{q.query_id}  approved" in listed.output
     second = {n: decode_reply(c.nodes[n].answer(req)) for n in c.names}
     assert all(r.status == "ok" for r in second.values())
     assert c.nodes["site0"].audit.entries[-1]["approval"]["query_id"] == q.query_id

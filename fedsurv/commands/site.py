@@ -131,3 +131,21 @@ def approve_command(query_id: str, state: Path, yes: bool) -> None:
     tmp.write_text(json.dumps(approval) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     click.echo(f"approved: wrote {path}; the site answers when the coordinator sends the query again")
+
+
+@site.command("pending")
+@click.option("--state", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The site's approvals folder (or the state folder holding approvals/).")
+def pending_command(state: Path) -> None:
+    """List the queries waiting for manual approval."""
+    found = 0
+    for d in (state, state / "approvals"):
+        for p in sorted(d.glob("*.pending.json")) if d.is_dir() else []:
+            q = json.loads(p.read_text(encoding="utf-8"))
+            status = "approved" if (d / f"{q['query_id']}.approved").exists() else "waiting"
+            expires = _dt.datetime.fromtimestamp(q["expires_at"], _dt.timezone.utc).isoformat(timespec="seconds")
+            click.echo(f"{q['query_id']}  {status:<8} plan {q.get('title')!r} ({q['plan_sha256'][:12]}), "
+                       f"sites {', '.join(q['participants'])}, valid until {expires}")
+            found += 1
+    if not found:
+        click.echo(f"no query waits for approval in {state}")
