@@ -11,7 +11,7 @@ A TOML file read only at the site (example: fedsurv/examples/policy.toml)::
     min_stratum_size = 5                 # a stratum with 1 to 4 patients here is refused (0 is fine)
     min_sites = 3                        # fewest participants (never fewer than 3)
     max_queries_per_day = 10             # answered queries in any 24 hours
-    same_plan_other_sites = false        # answer a plan again with another set of sites?
+    same_plan_other_sites = false        # send the same tallies again over another set of sites?
     rerun_after_dropout = false          # trust the coordinator's word that a silent site dropped
     manual_approval = false              # each query waits for `fedsurv site approve QUERY_ID`
     max_query_lifetime_seconds = 3600    # refuse queries valid for longer

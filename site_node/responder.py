@@ -16,11 +16,16 @@ group applies.
 
 Differencing: if this site answered plan P with sites S, a later answer to P with sites
 S' != S would let the coordinator subtract the two sums and isolate the sites in between.
-Unless ``same_plan_other_sites`` is set, a site answers P again over other sites only when
-the query is a rerun of the earlier one over a subset of S, and the coordinator includes
-the signed refusal or error reply of every site left out (proof that the earlier sum never
-existed), or, if ``rerun_after_dropout`` is set, trusting the coordinator that sites that
-sent nothing did not answer.
+"The same plan" is judged by content, not by name: any plan whose tallies repeat a
+histogram, count or moments block this site already sent (same shape and values; see
+`block_digests`) counts, so a retitled or padded plan does not get around the rule. Unless
+``same_plan_other_sites`` is set, a site sends such tallies again over other sites only
+when the query is a rerun of the earlier one over a subset of S, and the coordinator
+includes the signed refusal or error reply of every site left out (proof that the earlier
+sum never existed), or, if ``rerun_after_dropout`` is set, trusting the coordinator that
+sites that sent nothing did not answer. Blocks that differ only slightly (a coarser grid
+of the same rows) are not caught: bounding what overlapping aggregates reveal is the job
+of differential privacy, not of this rule.
 
 Manual approval: a query that passes every other check is refused with "awaiting approval"
 and recorded in ``approvals_dir/<query id>.pending.json``; after
@@ -59,6 +64,21 @@ DATA_FAILED = ("the site's data could not be prepared for this plan "
 
 def tallies_sha256(tallies: Tallies) -> str:
     return hashlib.sha256(tallies.flatten().astype("<i8").tobytes()).hexdigest()
+
+
+def block_digests(tallies: Tallies) -> list[str]:
+    """SHA-256 of each histogram, count and moments block's shape and values (not its name).
+
+    Two sums that share such a block over different sets of sites reveal the difference of
+    those sites' blocks, whatever the plans were called; "n" (sent in the clear anyway) and
+    the one-cell dropped counts are left out.
+    """
+    out = []
+    for b in tallies.blocks:
+        if b.key.split(":", 1)[0] in ("surv", "count", "moments"):
+            a = tallies[b.key]
+            out.append(hashlib.sha256(repr(a.shape).encode() + a.astype("<i8").tobytes()).hexdigest())
+    return sorted(set(out))
 
 
 @dataclass(frozen=True)
@@ -113,10 +133,11 @@ class SiteNode:
                 return e
         return None
 
-    def _answered(self, plan_sha256: str) -> list[dict[str, Any]]:
+    def _answered(self, plan_sha256: str, blocks: set[str]) -> list[dict[str, Any]]:
+        """Earlier answers to this plan, or to any plan that repeated one of these tally blocks."""
         superseded = {q for e in self.audit.entries for q in e.get("supersedes", [])}
-        return [e for e in self.audit.entries if e.get("decision") == "ok" and e.get("plan_sha256") == plan_sha256
-                and e.get("query_id") not in superseded]
+        return [e for e in self.audit.entries if e.get("decision") == "ok" and e.get("query_id") not in superseded
+                and (e.get("plan_sha256") == plan_sha256 or blocks & set(e.get("blocks_sha256", [])))]
 
     # ------------------------------------------------------------------ the answer path
 
@@ -177,12 +198,14 @@ class SiteNode:
                                f"({self.policy.max_query_lifetime_seconds:g} s, policy.max_query_lifetime_seconds)")
             if reasons:
                 raise _Refuse("refused", reasons)
-            self._check_history(query, now, record)
+            self._check_rate(now)
         tallies = self._tallies(plan, record)
         if self.policy is not None:
             small = small_strata(plan, tallies, self.policy.min_stratum_size)
             if small:
                 raise _Refuse("refused", small)
+            if not self.policy.same_plan_other_sites:
+                self._check_differencing(query, record)
             if self.policy.manual_approval:
                 self._check_approval(query, plan, record)
         masked = self._masker.mask(tallies.flatten(), query.query_id, query.plan_sha256, query.participants,
@@ -209,18 +232,21 @@ class SiteNode:
         if earlier is not None and not resent:
             raise _Refuse("refused", ["this query id was seen before (replayed query)"])
 
-    def _check_history(self, query: Query, now: float, record: dict[str, Any]) -> None:
+    def _check_rate(self, now: float) -> None:
         policy = self.policy
         assert policy is not None
         recent = sum(1 for e in self.audit.entries if e.get("decision") == "ok" and e.get("unix", 0) > now - DAY_SECONDS)
         if recent >= policy.max_queries_per_day:
             raise _Refuse("refused", [(f"the site has answered {recent} queries in the last 24 hours "
                                        f"(policy.max_queries_per_day = {policy.max_queries_per_day})")])
-        if policy.same_plan_other_sites:
-            return
+
+    def _check_differencing(self, query: Query, record: dict[str, Any]) -> None:
+        """Refuse to send tallies this site already sent over another set of sites (module docstring)."""
+        policy = self.policy
+        assert policy is not None
         new = set(query.participants)
         supersedes, notes = [], []
-        for e in self._answered(query.plan_sha256):
+        for e in self._answered(query.plan_sha256, set(record["blocks_sha256"])):
             old = set(e.get("participants", []))
             if old == new:
                 continue
@@ -237,11 +263,13 @@ class SiteNode:
                                  f"query {e['query_id']}")
                     continue
                 raise _Refuse("refused", [(
-                    f"this site answered this plan before (query {e['query_id']}) with {', '.join(sorted(old))}; "
+                    f"this site answered this plan (or one repeating its tallies) before (query {e['query_id']}) "
+                    f"with {', '.join(sorted(old))}; "
                     f"no signed refusal from {', '.join(unproven)} shows that the earlier round failed, so answering "
                     f"without them could isolate their tallies by differencing (policy.rerun_after_dropout)")])
             raise _Refuse("refused", [(
-                f"this site answered this plan before (query {e['query_id']}) with another set of sites "
+                f"this site answered this plan (or one repeating its tallies) before (query {e['query_id']}) "
+                f"with another set of sites "
                 f"({', '.join(sorted(old))}); answering it again with {', '.join(sorted(new))} would let the "
                 f"coordinator isolate sites by differencing (policy.same_plan_other_sites)")])
         if supersedes:
@@ -270,7 +298,7 @@ class SiteNode:
             tallies = compute_tallies(plan, data)
         except Exception as e:  # noqa: BLE001 - any failure becomes an error reply, details stay here
             raise _Refuse("error", [DATA_FAILED], detail=f"{e.__class__.__name__}: {e}") from None
-        record.update(n=tallies.n, tallies_sha256=tallies_sha256(tallies))
+        record.update(n=tallies.n, tallies_sha256=tallies_sha256(tallies), blocks_sha256=block_digests(tallies))
         return tallies
 
     def _check_approval(self, query: Query, plan: Plan, record: dict[str, Any]) -> None:

@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from secure_fixtures import Consortium, fixed_party, lung_plan, split
+from secure_fixtures import PLAN_TEXT, Consortium, fixed_party, lung_plan, split
 
 from coordinator.aggregate import aggregate_replies
 from coordinator.secure_round import new_query, run_plan_secure
 from protocol.errors import AggregationError
+from protocol.plan import parse_plan
 from protocol.query import SignedQuery, decode_reply, decode_signed_query
 from site_node.policy import Policy
 from site_node.tally import compute_tallies
@@ -219,3 +220,18 @@ def test_an_unexpected_fault_at_the_site_becomes_an_error_reply(c):
     r = ask(c, query_for(c, lung_plan())[1], ["site1"])["site1"]
     assert r.status == "error" and "10 GB" not in r.reason
     assert "MemoryError" in c.nodes["site1"].audit.entries[-1]["detail"]
+
+
+def test_retitled_or_padded_plan_with_one_site_fewer_is_refused_too(c):
+    # The same tallies under another plan hash: a new title, or an extra analysis riding along.
+    plan = lung_plan()
+    run_plan_secure(plan, c.transport(), c.coordinator, c.roster, c.names, clock=c.clock)
+    retitled = lung_plan("a new title, the same tallies")
+    padded = parse_plan(PLAN_TEXT + '\n[[analyses]]\nname = "extra"\nkind = "km"\nendpoint = "os"\ntimes = [30]\n')
+    for other in (retitled, padded):
+        assert other.sha256 != plan.sha256
+        _, req = query_for(c, other, participants=c.names[:3])
+        assert_refused(ask(c, req, c.names[:3]), "(or one repeating its tallies)")
+    # Over the very same sites it reveals nothing new and is answered.
+    _, req = query_for(c, retitled)
+    assert all(r.status == "ok" for r in ask(c, req).values())
