@@ -195,3 +195,14 @@ def test_show_summarises(logged):
     js = CliRunner().invoke(show_command, [str(path), "--json"])
     data = json.loads(js.output)
     assert data["entries"] == 6 and data["chain_intact"] is True and data["decisions"] == {"ok": 4, "refused": 2}
+
+
+def test_removing_the_newest_entries_shows_against_a_noted_head(logged):
+    _, path = logged
+    lines = path.read_text().splitlines()
+    noted = json.loads(lines[-1])["hash"]
+    assert CliRunner().invoke(verify_command, [str(path), "--head", noted]).exit_code == 0
+    _rewrite(path, lines[:-2])
+    assert run_verify(path).exit_code == 0  # the chain alone cannot tell
+    out = CliRunner().invoke(verify_command, [str(path), "--head", noted])
+    assert out.exit_code == 1 and "removed from its end" in out.output

@@ -13,16 +13,21 @@ from fedsurv.groups import audit
 
 @audit.command("verify")
 @click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def verify_command(log: Path) -> None:
+@click.option("--head", "noted_head", metavar="HASH",
+              help="A head hash noted earlier: fail unless the log still holds that entry (catches truncation).")
+def verify_command(log: Path, noted_head: str | None) -> None:
     """Check the hash chain of an audit log; name the first bad entry (exit status 1)."""
     from site_node.audit import verify_log
 
-    result, _ = verify_log(log)
-    if result.ok:
-        click.echo(f"{log}: {result.entries} entries, chain intact; head {result.head}")
-        return
-    click.echo(f"{log}: BROKEN at {result.message}; {result.entries} entries before it verify", err=True)
-    sys.exit(1)
+    result, entries = verify_log(log)
+    if not result.ok:
+        click.echo(f"{log}: BROKEN at {result.message}; {result.entries} entries before it verify", err=True)
+        sys.exit(1)
+    if noted_head and not any(e["hash"] == noted_head for e in entries):
+        click.echo(f"{log}: the chain is intact but holds no entry with hash {noted_head}: "
+                   "entries were removed from its end, or it is another log", err=True)
+        sys.exit(1)
+    click.echo(f"{log}: {result.entries} entries, chain intact; head {result.head}")
 
 
 @audit.command("show")
