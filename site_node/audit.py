@@ -17,8 +17,8 @@ the roster's coordinator key that verified the signature, or null), ``query_id``
 
 An edited line breaks its own hash; a deleted, inserted or reordered line breaks ``seq`` and
 ``prev``. Removing the newest lines is the one change the chain cannot show on its own: the
-privacy officer notes the head hash `fedsurv audit show` prints, and the next entry's
-``prev`` must match it. Entries are written with a single write, flushed and fsynced before
+privacy officer notes the head hash `fedsurv audit show` prints, and later
+`fedsurv audit verify LOG --head HASH` fails if that entry is gone. Entries are written with a single write, flushed and fsynced before
 the reply leaves the site.
 """
 
