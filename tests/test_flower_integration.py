@@ -293,6 +293,42 @@ def test_superlink_restart_is_reported_and_a_new_run_succeeds(consortium):
     assert comparable(outcome["results"]) == comparable(in_process(plan, inputs, names))
 
 
+CTRL_C_CHILD = """
+import json, os, sys, time
+from pathlib import Path
+from fedsurv.deployment import LocalDeployment, LocalSite, descendants
+root = Path(sys.argv[1])
+sites = [LocalSite(n, Path(sys.argv[2])) for n in ("a", "b", "c")]
+with LocalDeployment(root, sites):
+    time.sleep(1.0)
+    print(json.dumps(descendants(os.getpid())), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_ctrl_c_stops_every_process_of_a_deployment(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "rows.csv"
+    data.write_text("time,event\n1,1\n")
+    child = subprocess.Popen([sys.executable, "-c", CTRL_C_CHILD, str(tmp_path / "dep"), str(data)],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        tree = json.loads(child.stdout.readline())
+        assert len(tree) >= 4  # SuperLink and its helper, three sites with their SuperNodes
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    deadline = time.monotonic() + 5
+    while [p for p in tree if running(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p for p in tree if running(p)] == []
+
+
 def test_every_process_is_stopped(consortium):
     dep, *_ = consortium
     pids = [m.proc.pid for m in dep.procs.started.values()]
