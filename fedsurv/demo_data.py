@@ -106,7 +106,7 @@ def mapping_toml() -> str:
     return "\n".join(lines)
 
 
-def write_demo_consortium(out_dir: Path, seed: int = 20250619) -> dict[str, tuple[Path, Path | None]]:
+def write_demo_consortium(out_dir: Path, seed: int = 35) -> dict[str, tuple[Path, Path | None]]:
     """Write every center's export (and mapping where needed); returns name -> (data, mapping)."""
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def example_plan(name: str = "sarcoma.toml") -> Path:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("fedsurv-demo"),
               show_default=True, help="Folder for the synthetic data, the results and the report.")
 @click.option("--in-process", is_flag=True, help="Run every site in this process instead of over Flower.")
-@click.option("--seed", type=int, default=20250619, show_default=True)
+@click.option("--seed", type=int, default=35, show_default=True)
 def demo_command(out: Path, in_process: bool, seed: int) -> None:
     """Generate a synthetic consortium of sarcoma centers and run the study plan over it."""
     data_dir = out / "data"
