@@ -112,9 +112,10 @@ def _show(v: object) -> str:
     return repr(v)
 
 
-def _listing(items: list[str], limit: int) -> str:
-    head = ", ".join(items[:limit])
-    return head if len(items) <= limit else f"{head} and {len(items) - limit} more"
+def _listing(items: list[str], total: int) -> str:
+    """The first items shown, then how many more there are."""
+    head = ", ".join(items)
+    return head if total <= len(items) else f"{head} and {total - len(items)} more"
 
 
 class _Report:
@@ -132,13 +133,14 @@ class _Report:
         rows = self.rows[bad]
         word = self.raw.row_word
         where = f"{word} {rows[0]}" if rows.size == 1 else \
-            f"{word}s {_listing([str(r) for r in rows], MAX_ROWS_SHOWN)}"
+            f"{word}s {_listing([str(r) for r in rows[:MAX_ROWS_SHOWN]], rows.size)}"
         line = f"  {col.label}: {what} in {where}"
         if show_values:
             raw = values[bad] if values is not None else self.raw.frame[col.site][bad].to_numpy(dtype=object)
-            shown = [_show(v) for v in pd.unique(pd.Series(raw, dtype=object).dropna())]
-            if shown:
-                line += f" ({'value' if len(shown) == 1 else 'values'} {_listing(shown, MAX_VALUES_SHOWN)})"
+            distinct = pd.unique(pd.Series(raw, dtype=object).dropna())
+            if distinct.size:
+                shown = [_show(v) for v in distinct[:MAX_VALUES_SHOWN]]
+                line += f" ({'value' if distinct.size == 1 else 'values'} {_listing(shown, distinct.size)})"
         if hint:
             line += f"; {hint}"
         self.lines[line] = None
@@ -241,9 +243,11 @@ def _numbers(s: pd.Series, missing_texts: tuple[str, ...], decimal: str) -> _Num
         try:
             x = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False).astype(float)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            # Some value is not a number; pandas' parser finds which ones.
-            x = pd.to_numeric(pd.Series(filled.to_numpy(zero_copy_only=False), dtype=object),
-                              errors="coerce").to_numpy(dtype=float)
+            # Some value is not a number; pandas' parser finds which ones, once per distinct text.
+            enc = pc.dictionary_encode(filled)
+            x_u = pd.to_numeric(pd.Series(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object),
+                                errors="coerce").to_numpy(dtype=float)
+            x = x_u[pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)]
     elif s.dtype.kind in "fiub":
         x = s.to_numpy(dtype=float)
         miss = np.isnan(x)
@@ -433,8 +437,11 @@ class _Preparer:
         lookup = {lv: i for i, lv in enumerate(v.levels)}  # type: ignore[arg-type]
         level_u = text.map(lookup)
         # A whole number written as a float ("1.0") is the level "1".
-        whole = text.str.replace(r"^([+-]?\d+)\.0*$", r"\1", regex=True)
-        level_u = level_u.fillna(whole.map(lookup)).to_numpy(dtype=float)
+        dotted = level_u.isna().to_numpy() & text.str.contains(".", regex=False).to_numpy(dtype=bool)
+        if dotted.any():
+            whole = text[dotted].str.replace(r"^([+-]?\d+)\.0*$", r"\1", regex=True)
+            level_u[dotted] = whole.map(lookup)
+        level_u = level_u.to_numpy(dtype=float)
         safe = np.maximum(d.index, 0)
         missing = d.index < 0
         known = ~missing & (~np.isnan(level_u)[safe] if level_u.size else False)
