@@ -157,9 +157,24 @@ def _rmst(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
         e, s = rmst(table, a.tau)  # type: ignore[arg-type]
         est.append(e)
         se.append(s)
-    comp = compare_rmst(list(levels), np.array(est), np.array(se), conf_level=level, tau=a.tau)  # type: ignore[arg-type]
+    comp = jsonable(compare_rmst(list(levels), np.array(est), np.array(se), conf_level=level, tau=a.tau).to_dict())  # type: ignore[arg-type]
     return {"kind": "rmst", "endpoint": a.endpoint, "cause": a.cause, "groups_variable": a.groups,
-            "tau": a.tau, **jsonable(comp.to_dict())}
+            "tau": a.tau, **comp, "sentences": rmst_sentences(comp, a.groups, a.tau, plan.time_unit, level)}  # type: ignore[arg-type]
+
+
+def rmst_sentences(comp: dict[str, Any], variable: str, tau: float, unit: str, level: float) -> list[str]:
+    """Each RMST difference as a sentence a clinician reads."""
+    out = []
+    for c in comp.get("contrasts", []):
+        d = c["difference"]
+        if d["estimate"] is None or d["lower"] is None:
+            continue
+        longer = d["estimate"] >= 0
+        est, lo, hi = (d["estimate"], d["lower"], d["upper"]) if longer else (-d["estimate"], -d["upper"], -d["lower"])
+        out.append(f"Patients in the {variable} = {c['group']} group lived on average {est:.1f} {unit} ({100 * level:g}% CI {lo:.1f} to "
+                   f"{hi:.1f}) {'longer' if longer else 'shorter'} than those in the {variable} = {c['reference']} group within the "
+                   f"first {tau:g} {unit} (p = {d['p']:.3g}).")
+    return out
 
 
 def _proportion(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
