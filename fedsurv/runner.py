@@ -83,6 +83,7 @@ def write_results(results: dict[str, Any], out_dir: Path) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(results, f, indent=1, allow_nan=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
         final = out_dir / "results.json"
         os.replace(tmp, final)
     except BaseException:
