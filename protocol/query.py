@@ -136,7 +136,13 @@ def decode_signed_query(data: bytes) -> SignedQuery:
 @dataclass(frozen=True)
 class Reply:
     """A site's answer. ``payload`` is the masked uint64 vector (little-endian) when status is
-    "ok", empty otherwise; ``n`` is the site's patient count, published with the results."""
+    "ok", empty otherwise; ``n`` is the site's patient count, published with the results.
+
+    ``final`` says this reply is the site's one and only decision on a correctly signed query
+    it had not decided before: the site will never answer that query id otherwise. Only a
+    final refusal proves that a site did not contribute to a query's sum; replies to replays,
+    forgeries or queries awaiting approval are not final.
+    """
 
     site: str
     query_id: str
@@ -146,6 +152,7 @@ class Reply:
     n: int = 0
     payload: bytes = b""
     signature: bytes = b""
+    final: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -158,7 +165,8 @@ class Reply:
     def header(self) -> bytes:
         return _canonical({"version": 1, "site": self.site, "query_id": self.query_id,
                            "plan_sha256": self.plan_sha256, "status": self.status, "reason": self.reason,
-                           "n": self.n, "payload_sha256": self.payload_sha256, "payload_bytes": len(self.payload)})
+                           "n": self.n, "payload_sha256": self.payload_sha256, "payload_bytes": len(self.payload),
+                           "final": self.final})
 
     def sign(self, keys: PartyKeys) -> Reply:
         return replace(self, signature=keys.sign(self.header()))
@@ -192,7 +200,7 @@ def decode_reply(data: bytes) -> Reply:
             raise MessageError("reply payload length does not match its header")
         reply = Reply(site=str(h["site"]), query_id=str(h["query_id"]), plan_sha256=str(h["plan_sha256"]),
                       status=str(h["status"]), reason=str(h["reason"]), n=int(h["n"]), payload=rest[:size],
-                      signature=rest[size:])
+                      signature=rest[size:], final=h.get("final") is True)
     except MessageError:
         raise
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -165,8 +165,10 @@ class SiteNode:
         record.update(decision=r.status, reasons=r.reasons)
         if r.detail:
             record["detail"] = r.detail
+        final = bool(record.get("final")) and not record.get("pending")
+        record["final"] = final
         return Reply(self.name, record.get("query_id") or "", record.get("plan_sha256") or "", r.status,
-                     "; ".join(r.reasons))
+                     "; ".join(r.reasons), final=final)
 
     def _answer(self, request: bytes, record: dict[str, Any]) -> Reply:
         now = self._clock()
@@ -211,9 +213,18 @@ class SiteNode:
         masked = self._masker.mask(tallies.flatten(), query.query_id, query.plan_sha256, query.participants,
                                    self._peers)
         record.update(decision="ok", reasons=[])
-        return Reply(self.name, query.query_id, query.plan_sha256, "ok", "", tallies.n, payload_bytes(masked))
+        return Reply(self.name, query.query_id, query.plan_sha256, "ok", "", tallies.n, payload_bytes(masked),
+                     final=True)
 
     def _check_envelope(self, query: Query, now: float, record: dict[str, Any]) -> None:
+        # Replays first: whatever else is wrong with a query id already decided, the answer
+        # must not read as a first decision on it (see Reply.final).
+        earlier = self._seen(query.query_id)
+        # Only the very same signed query may come back, and only while it awaits approval.
+        resent = earlier is not None and earlier.get("pending") and earlier.get("request_sha256") == record["request_sha256"]
+        if earlier is not None and not resent:
+            raise _Refuse("refused", ["this query id was seen before (replayed query)"])
+        record["final"] = True
         parts = query.participants
         if len(set(parts)) != len(parts):
             raise _Refuse("refused", ["a participant is listed twice"])
@@ -226,11 +237,6 @@ class SiteNode:
             raise _Refuse("refused", ["the query has expired"])
         if query.issued_at > now + CLOCK_SKEW_SECONDS:
             raise _Refuse("refused", ["the query was issued in the future (check the clocks)"])
-        earlier = self._seen(query.query_id)
-        # Only the very same signed query may come back, and only while it awaits approval.
-        resent = earlier is not None and earlier.get("pending") and earlier.get("request_sha256") == record["request_sha256"]
-        if earlier is not None and not resent:
-            raise _Refuse("refused", ["this query id was seen before (replayed query)"])
 
     def _check_rate(self, now: float) -> None:
         policy = self.policy
@@ -285,8 +291,9 @@ class SiteNode:
                 r = decode_reply(raw)
             except MessageError:
                 continue
-            # A reply awaiting approval is no proof: approved later, it could still complete the earlier sum.
-            if (r.site in left_out and r.query_id == earlier_id and r.status != "ok" and not r.awaiting_approval
+            # Only a final refusal is proof: a reply to a replay, to a forged copy or to a query
+            # awaiting approval could come after (or before) an answer that completed the sum.
+            if (r.site in left_out and r.query_id == earlier_id and r.status != "ok" and r.final
                     and r.site in self.roster
                     and r.verify(self.roster.site(r.site).signing_public)):
                 proven.add(r.site)

@@ -235,3 +235,32 @@ def test_retitled_or_padded_plan_with_one_site_fewer_is_refused_too(c):
     # Over the very same sites it reveals nothing new and is answered.
     _, req = query_for(c, retitled)
     assert all(r.status == "ok" for r in ask(c, req).values())
+
+
+@pytest.mark.parametrize("trick", ["replay", "broken signature", "after expiry"])
+def test_coordinator_cannot_make_a_site_sign_a_refusal_of_a_query_it_answered(c, trick):
+    # To isolate site3, the coordinator needs the others to believe site3 never answered the
+    # completed query q1: it tries to obtain a signed non-ok reply from site3 for q1 after the fact.
+    plan = lung_plan()
+    result = run_plan_secure(plan, c.transport(), c.coordinator, c.roster, c.names, clock=c.clock)
+    q1 = result.query_ids[-1]
+    signed_q1 = next(e for e in c.nodes["site3"].audit.entries if e.get("query_id") == q1)
+    assert signed_q1["decision"] == "ok"
+    # Re-create q1's exact request as the coordinator holds it.
+    from protocol.query import Query, sign_query
+
+    q = Query(q1, plan.canonical_json(), plan.sha256, tuple(c.names), signed_q1["issued_at"], signed_q1["expires_at"],
+              c.coordinator.public().fingerprint)
+    request = sign_query(q, c.coordinator).encode()
+    assert __import__("hashlib").sha256(request).hexdigest() == signed_q1["request_sha256"]
+    if trick == "broken signature":
+        request = request[:-1] + bytes([request[-1] ^ 1])
+    elif trick == "after expiry":
+        c.now = signed_q1["expires_at"] + 1
+    refusal = c.nodes["site3"].answer(request)
+    assert decode_reply(refusal).status == "refused" and decode_reply(refusal).query_id == q1
+    _, req = query_for(c, plan, participants=c.names[:3], rerun_of=q1, evidence=(refusal,))
+    if trick == "after expiry":
+        c.now = signed_q1["expires_at"] - 100  # the rerun itself must not be expired
+        _, req = query_for(c, plan, participants=c.names[:3], rerun_of=q1, evidence=(refusal,))
+    assert_refused(ask(c, req, c.names[:3]), "no signed refusal from site3")
