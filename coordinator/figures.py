@@ -71,7 +71,7 @@ def tick_times(t_max: float, time_unit: str = "days") -> list[float]:
     if not t_max > 0:
         return [0.0]
     if time_unit == "months":
-        step = next((s for s in _MONTH_STEPS if t_max / s <= _MAX_TICKS - 1), _MONTH_STEPS[-1])
+        step = next((s for s in _MONTH_STEPS if t_max / s <= _MAX_TICKS), _MONTH_STEPS[-1])
         return [float(x) for x in np.arange(0.0, t_max + 1e-9, step)]
     locator = MaxNLocator(nbins=_MAX_TICKS - 2, steps=[1, 2, 2.5, 5, 10], integer=t_max >= 5)
     return [float(x) for x in locator.tick_values(0.0, t_max) if -1e-9 <= x <= t_max + 1e-9]

@@ -807,6 +807,37 @@ def _endpoint_text(name: str, ep: Mapping[str, Any]) -> str:
     return f"time column {ep.get('time')}, event column {ep.get('event')}: {cs}; censored = {cens}"
 
 
+def _aggregation_html(ctx: _Context) -> str:
+    """Rounds, notes and refusals of the secure aggregation, and rows each site left out."""
+    out = []
+    agg = ctx.results.get("secure_aggregation")
+    if isinstance(agg, Mapping):
+        ids = [str(q) for q in agg.get("query_ids") or []]
+        if ids:
+            out.append(_p(f"Secure aggregation: {len(ids)} query round{'s' if len(ids) != 1 else ''} "
+                          f"(query id{'s' if len(ids) != 1 else ''} {', '.join(ids)}).", "muted"))
+        for note in agg.get("notes") or []:
+            out.append(_p(str(note), "muted"))
+        refusals = agg.get("refusals") or []
+        if refusals:
+            t = _Table(["Site", "Refusal or error"], caption="Sites that did not contribute to a round")
+            for r in refusals:
+                if isinstance(r, Mapping):
+                    t.row([r.get("site", ""), r.get("reason", "")])
+                else:
+                    t.row(list(r)[:2] if isinstance(r, (list, tuple)) else ["", str(r)])
+            out.append(t.html())
+    left = ctx.results.get("site_left_out")
+    if isinstance(left, Mapping) and left:
+        t = _Table(["Site", "Rows left out on purpose", "Rows"], numeric=[False, False, True],
+                   caption="Rows the sites left out by the plan's rules (counted, not dropped silently)")
+        for site, reasons in left.items():
+            for reason, n in (reasons.items() if isinstance(reasons, Mapping) else [("rows", reasons)]):
+                t.row([site, _words(str(reason)), ctx.count(n)], counts=(2,))
+        out.append(t.html())
+    return "".join(out)
+
+
 def render_report(
     results: Mapping[str, Any],
     *,
@@ -870,7 +901,7 @@ def render_report(
         st.row(["Total", ctx.count(total)], counts=(1,), cls="group")
     body.append('<section id="sites"><h2>Participating sites</h2>'
                 + _p("Each site computed its tallies locally; only their masked sum reached the coordinator.")
-                + st.html() + "</section>")
+                + st.html() + _aggregation_html(ctx) + "</section>")
     # Analyses.
     csvs: dict[str, str] = {}
     used: set[str] = {slug(REPORT_NAME)}

@@ -174,7 +174,9 @@ def test_risk_table_under_a_disclosure_rule():
 
 
 def test_tick_times():
-    assert tick_times(96, "months") == [0, 24, 48, 72, 96]
+    assert tick_times(96, "months") == [0, 12, 24, 36, 48, 60, 72, 84, 96]
+    assert tick_times(95.5, "months") == [0, 12, 24, 36, 48, 60, 72, 84]
+    assert tick_times(120, "months") == [0, 24, 48, 72, 96, 120]
     assert tick_times(30, "months") == [0, 6, 12, 18, 24, 30]
     assert tick_times(1022, "days") == [0, 200, 400, 600, 800, 1000]
     assert tick_times(0, "days") == [0.0]

@@ -618,3 +618,17 @@ def test_medians_not_reached():
     strata["1"]["median"] = {"estimate": 270, "lower": 280, "upper": 300}
     with pytest.raises(ReportError, match="does not contain the median"):
         render_report(res, stacked=False)
+
+
+def test_secure_aggregation_and_left_out_rows():
+    res = make_results(min_count=5)
+    res["secure_aggregation"] = {"query_ids": ["ab12", "cd34"], "notes": ["query ab12 dropped: gamma did not answer"],
+                                 "refusals": [{"site": "gamma", "reason": "refused: stratum with 2 patients"}]}
+    res["site_left_out"] = {"beta": {"missing_histology": 3, "missing_sex": 12}}
+    page = Page(render_report(res, stacked=False)[0])
+    text = page.all_text()
+    assert "2 query rounds (query ids ab12, cd34)" in text and "gamma did not answer" in text
+    refusals = [[c for c, _ in r] for t in page.tables if "Refusal or error" in t["header"] for r in t["rows"]]
+    assert refusals == [["gamma", "refused: stratum with 2 patients"]]
+    left = [[c for c, _ in r] for t in page.tables if "Rows left out on purpose" in t["header"] for r in t["rows"]]
+    assert left == [["beta", "missing histology", "<5"], ["beta", "missing sex", "12"]]
