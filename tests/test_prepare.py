@@ -4,11 +4,15 @@ Expected values are written by hand from the rows below (day counts checked on a
 """
 
 import csv
+import re
+import datetime as dt
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from protocol.errors import DataError
 from protocol.plan import parse_plan
 from site_node.mapping import load_mapping, parse_mapping
 from site_node.prepare import prepare_site_data
@@ -370,3 +374,184 @@ format = "%d.%m.%Y"
     # In a workbook, date cells stay dates while the text cells are recoded and parsed.
     frame["ilp"] = FRAME["ilp"]
     check_expected(prepare_site_data(PLAN, write(frame, tmp_path / "site.xlsx"), mapping))
+
+
+# ------------------------------------------------------------------ dates against a reference
+
+DATE_PLAN = parse_plan("""
+[plan]
+title = "dates"
+time_unit = "days"
+bin_width = 1
+horizon = 100
+[endpoints.amp]
+origin = "ilp"
+dates = { amputation = "amp_date", death = "death_date" }
+last_followup = "lfu"
+[[analyses]]
+name = "amp"
+kind = "cif"
+endpoint = "amp"
+""")
+BASE_DAY = dt.date(2020, 1, 1)
+maybe_day = st.one_of(st.none(), st.integers(-5, 40))
+
+
+def reference_row(origin, amp, death, lfu):
+    """One row by the rules, with Python dates: (time in days, outcome) or the set of problems."""
+    problems = set()
+    if origin is None:
+        problems.add("ilp")
+    causes = [(d, i) for i, d in enumerate((amp, death), start=1) if d is not None]
+    if origin is not None:
+        for (d, i) in causes:
+            if d < origin:
+                problems.add(("amp_date", "death_date")[i - 1])
+    if lfu is None and not causes:
+        problems.add("lfu")
+    if lfu is not None:
+        if origin is not None and lfu < origin:
+            problems.add("lfu")
+        if any(lfu < d for d, _ in causes):
+            problems.add("lfu")
+    if problems:
+        return problems
+    if causes:
+        first = min(d for d, _ in causes)
+        outcome = next(i for d, i in causes if d == first)     # ties: the first listed cause
+        return (first - origin).days, outcome
+    return (lfu - origin).days, 0
+
+
+def flagged_rows(message: str) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for line in message.splitlines()[1:]:
+        column = line.split("'")[1]
+        rows = line.split(" in row")[-1].split("(")[0].lstrip("s ").rstrip("; ")
+        out.setdefault(column, set()).update(int(r) for r in rows.split(", "))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+# A row with no value at all is an empty row, skipped (tested above); every row here has one.
+@given(st.lists(st.tuples(maybe_day, maybe_day, maybe_day, maybe_day).filter(lambda r: r != (None,) * 4),
+                min_size=1, max_size=8))
+def test_dates_match_a_row_by_row_reference(tmp_path_factory, rows):
+    def day(k):
+        return None if k is None else BASE_DAY + dt.timedelta(days=k)
+
+    rows = [tuple(day(k) for k in r) for r in rows]
+    path = tmp_path_factory.mktemp("dates") / "site.csv"
+    text = "ilp,amp_date,death_date,lfu\n" + "".join(
+        ",".join("" if d is None else d.isoformat() for d in r) + "\n" for r in rows)
+    path.write_text(text)
+    expected = [reference_row(*r) for r in rows]
+    bad = {c: {i + 2 for i, e in enumerate(expected) if isinstance(e, set) and c in e}
+           for c in ("ilp", "amp_date", "death_date", "lfu")}
+    bad = {c: r for c, r in bad.items() if r}
+    if bad:
+        with pytest.raises(DataError) as e:
+            prepare_site_data(DATE_PLAN, path)
+        assert flagged_rows(str(e.value)) == bad
+    else:
+        p = prepare_site_data(DATE_PLAN, path)
+        np.testing.assert_array_equal(p.times["amp"], [e[0] for e in expected])
+        np.testing.assert_array_equal(p.outcomes["amp"], [e[1] for e in expected])
+
+
+MISSING_TEXT = {"", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "#N/A"}
+COLUMN_PLAN = parse_plan("""
+[plan]
+title = "columns"
+bin_width = 1
+horizon = 100
+[endpoints.os]
+time = "time"
+event = "status"
+causes = { 1 = "death" }
+[variables.sex]
+levels = ["1", "2"]
+[[analyses]]
+name = "os"
+kind = "km"
+endpoint = "os"
+strata = ["sex"]
+""")
+
+
+def reference_cells(time, status, sex):
+    """Problems of one row by the documented rules, in Python: {(column, problem)} or values."""
+    problems, values = set(), []
+    t = time.strip()
+    if t in MISSING_TEXT:
+        problems.add(("time", "missing time"))
+    else:
+        try:
+            x = float(t)
+        except ValueError:
+            problems.add(("time", "time is not a number"))
+        else:
+            if x != x:
+                problems.add(("time", "time is not a number"))
+            elif x in (float("inf"), float("-inf")):
+                problems.add(("time", "time is not a finite number"))
+            elif x < 0:
+                problems.add(("time", "negative time"))
+            values.append(x)
+    e = status.strip()
+    if e in MISSING_TEXT:
+        problems.add(("status", "missing event code"))
+    elif not re.fullmatch(r"[+-]?\d+(\.0*)?", e) or int(float(e)) not in (0, 1):
+        problems.add(("status", "unknown event code"))
+    else:
+        values.append(int(float(e)))
+    s = sex.strip()
+    if s in MISSING_TEXT:
+        problems.add(("sex", "missing sex (the plan does not allow missing values)"))
+    else:
+        s = re.sub(r"^([+-]?\d+)\.0*$", r"\1", s)
+        if s not in ("1", "2"):
+            problems.add(("sex", "unknown level"))
+        else:
+            values.append(int(s) - 1)
+    return problems or tuple(values)
+
+
+def flagged_problems(message: str) -> dict[tuple[str, str], set[int]]:
+    out: dict[tuple[str, str], set[int]] = {}
+    for line in message.splitlines()[1:]:
+        column = line.split("'")[1]
+        what, rows = line.split(": ", 1)[1].split(" in row", 1)
+        rows = rows.split("(")[0].split(";")[0].lstrip("s ").strip()
+        out[(column, what)] = {int(r) for r in rows.split(", ")}
+    return out
+
+
+cell = st.sampled_from
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(
+    cell(["1", "0", "2.5", " 3 ", "1e2", "-1", "-0.5", "abc", "", "inf", "-Infinity", "NaN", "NA", "1,5", "0x1"]),
+    cell(["0", "1", "1.0", " 1", "0.00", "2", "1.5", "x", "", "NULL", "-0"]),
+    cell(["1", "2", "2.0", " 1 ", "3", "m", "", "NA", "1.5", "01"])), min_size=1, max_size=8))
+def test_cells_match_a_row_by_row_reference(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("cells") / "site.csv"
+    # Every row has an id, so none is an empty row.
+    path.write_text("id,time,status,sex\n" + "".join(f"p{i},\"{t}\",\"{e}\",\"{s}\"\n" for i, (t, e, s) in
+                                                     enumerate(rows)))
+    expected = [reference_cells(*r) for r in rows]
+    bad: dict[tuple[str, str], set[int]] = {}
+    for i, e in enumerate(expected):
+        if isinstance(e, set):
+            for key in e:
+                bad.setdefault(key, set()).add(i + 2)
+    if bad:
+        with pytest.raises(DataError) as err:
+            prepare_site_data(COLUMN_PLAN, path)
+        assert flagged_problems(str(err.value)) == bad
+    else:
+        p = prepare_site_data(COLUMN_PLAN, path)
+        np.testing.assert_array_equal(p.times["os"], [e[0] for e in expected])
+        np.testing.assert_array_equal(p.outcomes["os"], [e[1] for e in expected])
+        np.testing.assert_array_equal(p.levels["sex"], [e[2] for e in expected])
