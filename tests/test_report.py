@@ -632,3 +632,38 @@ def test_secure_aggregation_and_left_out_rows():
     assert refusals == [["gamma", "refused: stratum with 2 patients"]]
     left = [[c for c, _ in r] for t in page.tables if "Rows left out on purpose" in t["header"] for r in t["rows"]]
     assert left == [["beta", "missing histology", "<5"], ["beta", "missing sex", "12"]]
+
+
+def test_report_of_a_real_run_shows_R_numbers(tmp_path: Path):
+    """fedsurv's own pipeline over 3 sites of colon_cr, then the report: R's numbers come out."""
+    import numpy as np
+    import pandas as pd
+
+    from consortium import csv_for, plan_text, split_sites
+    from fedsurv.runner import run_in_process, stamp
+
+    df = pd.read_csv(csv_for("colon_cr_rx"))
+    sites = split_sites(df, np.arange(len(df)) % 3, tmp_path / "sites")
+    results, _ = run_in_process(parse_plan(plan_text("colon_cr_rx", CI_TYPE)), sites)
+    results = json.loads(json.dumps(stamp(results)))  # as read back from results.json
+    out = tmp_path / "out"
+    path = write_report(results, out)
+    page = Page(path.read_text(encoding="utf-8"))
+    assert page.errors == [] and "matches the plan below" in page.all_text()
+    colon = expected("colon_cr_rx")
+    for code, cause in COLON_CAUSES.items():
+        col = page.column(f"Cumulative incidence of {cause} (95% CI)")
+        for s in ("all", "Lev", "Lev+5FU", "Obs"):
+            at = colon["strata"][s]["aalen_johansen"]["at_times"]
+            cif = at["cif"][code]
+            for i in range(len(at["time"])):
+                lo, hi = cif["ci"][CI_TYPE]["lower"][i], cif["ci"][CI_TYPE]["upper"][i]
+                assert pct_ci(cif["est"][i], lo, hi) in col
+    km = colon["strata"]["Obs"]["km"]["at_times"]
+    col = page.column("Survival free of recurrence (95% CI)")
+    for i in range(len(km["time"])):
+        ci = km["ci"][CI_TYPE]
+        assert pct_ci(km["surv"][i], ci["lower"][i], ci["upper"][i]) in col
+    lr = colon["logrank"]["rho0"]
+    assert f"\u03c7\u00b2 = {lr['chisq']:.2f} on 2 degrees of freedom, p < 0.001" in page.all_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["report.html"] + [f"{a}.csv" for a in results["analyses"]])
