@@ -204,9 +204,9 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     by_decision: dict[str, int] = {}
     rows = []
     for e in entries:
-        d = "pending" if e.get("pending") else str(e.get("decision"))
+        d = "pending" if e.get("pending") else str(e.get("decision") or e.get("event", "?"))
         by_decision[d] = by_decision.get(d, 0) + 1
-        rows.append({"seq": e["seq"], "time": e.get("time"), "query_id": e.get("query_id"),
+        rows.append({"seq": e["seq"], "time": e.get("time"), "event": e.get("event"), "query_id": e.get("query_id"),
                      "plan": (e.get("plan") or {}).get("plan", {}).get("title") if isinstance(e.get("plan"), dict) else None,
                      "plan_sha256": e.get("plan_sha256"), "participants": e.get("participants"),
                      "decision": d, "reasons": e.get("reasons", []), "n": e.get("n")})

@@ -49,8 +49,12 @@ def show_command(log: Path, as_json: bool) -> None:
         click.echo("decisions: " + (", ".join(f"{k} {v}" for k, v in sorted(summary["decisions"].items())) or "none"))
         for q in summary["queries"]:
             parts = ", ".join(q["participants"] or [])
-            line = f"  #{q['seq']:<4} {q['time']}  {q['decision']:<8} query {str(q['query_id'])[:12]:<12}"
-            line += f" plan {str(q['plan_sha256'])[:12]:<12} {q['plan'] or ''!s}"
+            line = f"  #{q['seq']:<4} {q['time']}  {q['decision']:<8}"
+            if q["query_id"] or q["plan_sha256"]:
+                line += f" query {str(q['query_id'] or '-')[:12]:<12} plan {str(q['plan_sha256'] or '-')[:12]:<12}"
+                line += f" {q['plan'] or ''!s}"
+            elif q["event"] not in (None, "query"):
+                line += f" event {q['event']}"
             click.echo(line + (f" sites [{parts}]" if parts else "") + (f" n={q['n']}" if q["n"] is not None else ""))
             for r in q["reasons"]:
                 click.echo(f"        reason: {r}")
