@@ -114,7 +114,7 @@ class FlowerTransport:
             self.bytes_sent[site] = self.bytes_sent.get(site, 0) + len(req)
         ids = list(self.grid.push_messages(messages))
         pending: dict[str, str] = {}
-        for site, mid in zip(sites, ids):
+        for site, mid in zip(sites, ids, strict=True):
             if mid:
                 pending[mid] = site
             else:
@@ -207,7 +207,7 @@ def run_job(grid: Grid, job: Job, run_id: int) -> dict[str, Any]:
         passphrase = (read_passphrase_file(job.passphrase_file) if job.passphrase_file
                       else os.environ.get(job.passphrase_env or "") or None)
         keys = load_party(job.coordinator_keys, passphrase=passphrase)
-        wanted = job.sites or tuple(roster_site_names(roster))
+        wanted = job.sites or tuple(roster.names)
         nodes = connected_sites(grid, wanted, job.wait_for_sites, say)
         sites = [s for s in wanted if s in nodes]
         transport = FlowerTransport(grid, nodes, plan.timeout_seconds, on_progress=say)
@@ -226,14 +226,6 @@ def run_job(grid: Grid, job: Job, run_id: int) -> dict[str, Any]:
     outcome["seconds"] = round(time.time() - started, 3)
     write_json_atomic(job.job_dir / "outcome.json", outcome)
     return outcome
-
-
-def roster_site_names(roster: Any) -> list[str]:
-    """The roster's site names, whatever shape the roster keeps them in."""
-    sites = getattr(roster, "sites")
-    if isinstance(sites, Mapping):
-        return list(sites)
-    return [getattr(s, "name", s) for s in sites]
 
 
 app = ServerApp()

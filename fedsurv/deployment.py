@@ -433,7 +433,12 @@ def follow_run(job_dir: Path, run_id: int, superlink_ok: Callable[[], bool], dea
                     break
                 seen += 1
         if outcome_path.exists():
-            return json.loads(outcome_path.read_text())
+            outcome = json.loads(outcome_path.read_text())
+            if not outcome.get("ok") and not superlink_ok():
+                raise FlowerRunError(f"the SuperLink stopped answering during run {run_id} "
+                                     f"({outcome.get('error', 'no detail')}): the analysis was lost and nothing "
+                                     "was written; start it again once the SuperLink is back")
+            return outcome
         now = time.monotonic()
         if now - last_check >= 1.0:
             last_check = now
@@ -469,6 +474,7 @@ class LocalSite:
     mapping: Path | None = None
     policy: Path | None = None
     silent: bool = False                       # a SuperNode whose tasks nobody takes
+    default_mode: bool = False                 # Flower's default: the SuperNode runs the bundle's ClientApp
     allowed_fab_hashes: tuple[str, ...] | None = None  # default: the fedsurv app's hash
 
 
@@ -624,13 +630,21 @@ class LocalDeployment:
 
     def start_site(self, s: LocalSite) -> None:
         d = self.site_dir(s.name)
-        if s.silent:
+        if s.silent or s.default_mode:
             from site_node.flower_runtime import load_site_config
             from fedsurv.commands.site_service import supernode_argv
 
             cfg = load_site_config(d / "site.toml")
             make_secret(cfg.secret_file)
-            self.procs.start(f"site:{s.name}", supernode_argv(cfg), d / "site.log")
+            argv = supernode_argv(cfg)
+            if s.default_mode:
+                # No process isolation: the SuperNode installs the bundle and runs its ClientApp
+                # (site_node/flower_client.py), which finds the site's files through node config.
+                i = argv.index("--isolation")
+                del argv[i:i + 2]
+                argv[argv.index("--node-config") + 1] = f'site-config="{d / "site.toml"}" site-name="{s.name}"'
+            self.procs.start(f"site:{s.name}", argv, d / "site.log",
+                             env=flower_env({"FLWR_HOME": str(d / "flwr-home")}))
             return
         argv = [sys.executable, "-m", "fedsurv.cli", "site", "start", "--config", str(d / "site.toml")]
         self.procs.start(f"site:{s.name}", argv, d / "site.log")

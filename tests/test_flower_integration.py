@@ -51,9 +51,11 @@ def consortium(tmp_path_factory: pytest.TempPathFactory):
         damaged.append(",".join(cells))
     broken_data.write_text("\n".join(damaged) + "\n")
     sites = [LocalSite(n, files[n][0], files[n][1]) for n in GOOD]
-    sites += [LocalSite("broken", broken_data), LocalSite("silent", files["warsaw"][0], silent=True)]
+    sites += [LocalSite("broken", broken_data), LocalSite("silent", files["warsaw"][0], silent=True),
+              LocalSite("plain", *files["munich"], default_mode=True)]
     inputs = {n: SiteInput(n, files[n][0], files[n][1]) for n in GOOD}
     inputs["broken"] = SiteInput("broken", broken_data)
+    inputs["plain"] = SiteInput("plain", *files["munich"])
     log: list[str] = []
     dep = LocalDeployment(tmp / "deployment", sites, progress=log.append)
     with dep:
@@ -184,6 +186,15 @@ def test_plan_over_flower_equals_the_in_process_run(consortium):
         assert outcome["bytes_received"][n] > 0
         ok, entries = verify_log(dep.site_dir(n) / "audit.jsonl")
         assert ok.ok and entries[-1]["decision"] == "ok"
+
+
+def test_a_site_in_flowers_default_mode_answers_through_the_thin_clientapp(consortium):
+    dep, plan, inputs, _, _ = consortium
+    names = ["leiden", "milan", "plain"]
+    outcome = dep.run(plan, names)
+    assert comparable(outcome["results"]) == comparable(in_process(plan, inputs, names))
+    ok, entries = verify_log(dep.site_dir("plain") / "audit.jsonl")
+    assert ok.ok and entries[-1]["decision"] == "ok"
 
 
 def test_foreign_app_never_runs_at_a_site_and_is_audited(consortium):

@@ -1,7 +1,6 @@
 """Code a coordinator might push to hospitals: it writes a marker file wherever it runs."""
 
 import json
-import time
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
