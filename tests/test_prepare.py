@@ -4,8 +4,8 @@ Expected values are written by hand from the rows below (day counts checked on a
 """
 
 import csv
-import re
 import datetime as dt
+import re
 
 import numpy as np
 import pandas as pd
