@@ -4,6 +4,10 @@ Every value reaches validation as the file holds it: CSV cells as text (pyarrow 
 guessed numbers or dates), Excel cells as the workbook types them (text, number or date),
 Parquet columns with their stored types. Only the columns a plan uses are kept.
 
+Headers are compared after trimming spaces. A CSV file is UTF-8 unless the mapping names an
+encoding; its delimiter is the mapping's, else a tab for .tsv, else "," unless the header holds
+none and holds ";" or a tab. In a workbook the first non-empty row of the sheet is the header.
+
 Row numbers are kept as a person finds the row in the file, and every error quotes them:
 in CSV and Excel the header is row 1, so the first data row is row 2 (a CSV row is a record,
 which is the line number unless a quoted value spans lines); Parquet has no header line and
@@ -144,7 +148,7 @@ def _read_csv(p: Path, source: str, columns: Sequence[str], options: FileOptions
     except UnicodeDecodeError as e:
         raise _fail(source, f"not UTF-8 text (header, byte {e.start}); "
                             "set [file] encoding in the site's mapping (such as \"latin-1\")") from None
-    delimiter = options.delimiter or _sniff_delimiter(head)
+    delimiter = options.delimiter or ("\t" if p.suffix.lower() == ".tsv" else _sniff_delimiter(head))
     header = tuple(h.strip() for h in next(csv.reader([head], delimiter=delimiter)))
     wanted = _positions(source, header, columns)
     body_at = len(data) if end < 0 else end + 1
