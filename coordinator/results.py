@@ -32,6 +32,17 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
+        if x.ndim != 1:
+            return [jsonable(row) for row in x]
+        if x.dtype.kind == "f":
+            finite = np.isfinite(x)
+            values = x.tolist()
+            if not finite.all():
+                for i in np.flatnonzero(~finite):
+                    values[i] = None
+            return values
+        if x.dtype.kind in "iub":
+            return x.tolist()
         return [jsonable(v) for v in x.tolist()]
     if isinstance(x, (np.integer,)):
         return int(x)
