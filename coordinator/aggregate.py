@@ -7,7 +7,7 @@ or partial sum) into an AggregationError instead of an estimate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -21,8 +21,16 @@ MISMATCH = ("the masks did not cancel: the sites did not all answer the same que
             "estimate is produced")
 
 
-def aggregate_replies(plan: Plan, replies: Mapping[str, Reply]) -> tuple[Tallies, tuple[tuple[str, int], ...]]:
-    """The consortium's tallies from every participant's "ok" reply, checked for consistency."""
+Check = Callable[[Plan, Tallies, int], None]
+
+
+def aggregate_replies(plan: Plan, replies: Mapping[str, Reply], check: Check | None = None
+                      ) -> tuple[Tallies, tuple[tuple[str, int], ...]]:
+    """The consortium's tallies from every participant's "ok" reply, checked for consistency.
+
+    `check(plan, tallies, n_reported)` replaces the exact `check_consistency` where the sum
+    is not exact by design (differential privacy's noise); it must raise AggregationError.
+    """
     if not replies:
         raise AggregationError("no replies to aggregate")
     blocks = layout(plan)
@@ -36,7 +44,7 @@ def aggregate_replies(plan: Plan, replies: Mapping[str, Reply]) -> tuple[Tallies
         except ValueError as e:
             raise AggregationError(f"site {name}: {e}; {MISMATCH}") from None
     tallies = Tallies.from_flat(blocks, sum_masked(vectors))
-    check_consistency(plan, tallies, sum(r.n for r in replies.values()))
+    (check or check_consistency)(plan, tallies, sum(r.n for r in replies.values()))
     return tallies, tuple((name, replies[name].n) for name in sorted(replies))
 
 

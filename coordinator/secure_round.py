@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.aggregate import aggregate_replies
+from coordinator.aggregate import Check, aggregate_replies
 from protocol.errors import AggregationError
 from protocol.keys import PartyKeys
 from protocol.plan import Plan
@@ -86,13 +86,14 @@ def _collect(query: Query, roster: Roster, raw: Mapping[str, object], sites: Seq
 def run_plan_secure(plan: Plan, transport: Transport, coordinator: PartyKeys, roster: Roster, sites: Sequence[str],
                     min_sites: int = 3, ttl_seconds: float = 600, clock: Callable[[], float] = time.time,
                     on_progress: Callable[[str], None] | None = None, approval_wait_seconds: float = 0.0,
-                    sleep: Callable[[float], None] = time.sleep) -> RoundResult:
+                    sleep: Callable[[float], None] = time.sleep, check: Check | None = None) -> RoundResult:
     """Run `plan` over `sites`, rerunning without the sites that fail, and return the checked sum.
 
     Raises AggregationError when fewer than `min_sites` can take part (naming the sites that
     did not answer or refused, and why) or when the replies do not sum to consistent tallies.
     With `approval_wait_seconds` > 0, sites awaiting manual approval are asked again with the
     same signed query every few seconds until they answer, the query expires or the wait ends.
+    `check` replaces the exact consistency checks (see coordinator.aggregate.aggregate_replies).
     """
     say = on_progress or (lambda _m: None)
     participants = sorted(sites)
@@ -127,7 +128,7 @@ def run_plan_secure(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
             left_out[s] = why
             say(f"{s} {why}")
         if not got.failed and not got.silent:
-            tallies, site_ns = aggregate_replies(plan, got.ok)
+            tallies, site_ns = aggregate_replies(plan, got.ok, check)
             say(f"query {query.query_id[:8]}: {len(got.ok)} sites answered; the masks cancelled and the sum checks out")
             return RoundResult(tallies, site_ns, tuple(query_ids), tuple(notes), tuple(refusals))
         dropped = sorted(set(got.failed) | set(got.silent))

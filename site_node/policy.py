@@ -55,6 +55,7 @@ class Policy:
     rerun_after_dropout: bool = False
     manual_approval: bool = False
     max_query_lifetime_seconds: float = 3600.0
+    privacy: Mapping[str, Any] | None = None  # the raw [privacy] table, for site_node/dp_ledger.py
 
     @property
     def required_sites(self) -> int:
@@ -72,8 +73,11 @@ def parse_policy(text: str, where: str = "policy") -> Policy:
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{where}: not valid TOML: {e}") from None
     t = doc.get("policy")
-    if not isinstance(t, dict) or set(doc) - {"policy"}:
-        raise PolicyError(f"{where}: expected a single [policy] table")
+    if not isinstance(t, dict) or set(doc) - {"policy", "privacy"}:
+        raise PolicyError(f"{where}: expected a [policy] table (and optionally a [privacy] table)")
+    privacy = doc.get("privacy")
+    if privacy is not None and not isinstance(privacy, dict):
+        raise PolicyError(f"{where}: privacy: expected a [privacy] table")
     unknown = sorted(set(t) - _KEYS)
     if unknown:
         raise PolicyError(f"{where}: policy.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_KEYS))})")
@@ -120,7 +124,7 @@ def parse_policy(text: str, where: str = "policy") -> Policy:
         max_queries_per_day=integer("max_queries_per_day", 20, 0),
         same_plan_other_sites=flag("same_plan_other_sites"), rerun_after_dropout=flag("rerun_after_dropout"),
         manual_approval=flag("manual_approval"),
-        max_query_lifetime_seconds=number("max_query_lifetime_seconds", 3600.0),
+        max_query_lifetime_seconds=number("max_query_lifetime_seconds", 3600.0), privacy=privacy,
     )
 
 

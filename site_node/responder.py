@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import FedsurvError
+from protocol.errors import FedsurvError, RefusedError
 from protocol.keys import PartyKeys, b64
 from protocol.masking import Masker, payload_bytes
 from protocol.plan import Plan, plan_from_dict
@@ -106,10 +106,20 @@ class _Refuse(Exception):
         self.status, self.reasons, self.detail = status, reasons, detail
 
 
+BeforeMasking = Callable[[Plan, Query, Tallies, dict[str, Any]], Tallies]
+
+
 class SiteNode:
+    """One site's answer path (module docstring).
+
+    `before_masking(plan, query, tallies, record)`, if given, runs after every check passed
+    and returns the tallies to mask (differential privacy adds its noise share there); it may
+    add JSON fields to `record`, the audit entry, and raise RefusedError to refuse.
+    """
+
     def __init__(self, name: str, load_data: Callable[[Plan], PreparedData], keys: PartyKeys, roster: Roster,
                  policy: Policy | None = None, audit_path: Path | None = None, approvals_dir: Path | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, before_masking: BeforeMasking | None = None):
         if name != keys.name:
             raise FedsurvError(f"site {name!r} was given the keys of {keys.name!r}")
         if name not in roster:
@@ -117,7 +127,7 @@ class SiteNode:
         if roster.site(name).signing_public != keys.public().signing_public:
             raise FedsurvError(f"site {name!r}: the roster holds different public keys than this site's keys")
         self.name, self.keys, self.roster, self.policy = name, keys, roster, policy
-        self._load_data, self._clock = load_data, clock
+        self._load_data, self._clock, self._before_masking = load_data, clock, before_masking
         self.approvals_dir = Path(approvals_dir) if approvals_dir is not None else None
         self.audit = AuditLog(audit_path, clock)
         self._masker = Masker(keys)
@@ -210,6 +220,11 @@ class SiteNode:
                 self._check_differencing(query, record)
             if self.policy.manual_approval:
                 self._check_approval(query, plan, record)
+        if self._before_masking is not None:
+            try:
+                tallies = self._before_masking(plan, query, tallies, record)
+            except RefusedError as e:
+                raise _Refuse("refused", [str(e)]) from None
         masked = self._masker.mask(tallies.flatten(), query.query_id, query.plan_sha256, query.participants,
                                    self._peers)
         record.update(decision="ok", reasons=[])

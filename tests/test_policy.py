@@ -32,7 +32,9 @@ def test_example_policy_parses_with_its_documented_values():
     ('[policy]\nkinds = ["km"]\nvariables = []\nfinest_bin_width = -1', "policy.finest_bin_width: expected a positive number"),
     ('[policy]\nkinds = ["km"]\nvariables = []\ntime_unit = "fortnights"', "policy.time_unit"),
     ('[policy]\nkinds = ["km"]\nvariables = []\nmin_site = 3', "policy.min_site: unknown key"),
-    ('kinds = ["km"]', "expected a single [policy] table"),
+    ('kinds = ["km"]', "expected a [policy] table"),
+    ('[policy]\nkinds = ["km"]\nvariables = []\nprivacy = 1', "policy.privacy: unknown key"),
+    ('[policy]\nkinds = ["km"]\nvariables = []\n[other]\nx = 1', "expected a [policy] table"),
     ('[policy\n', "not valid TOML"),
 ])
 def test_bad_policies_name_the_key(text, message):
@@ -183,3 +185,9 @@ def test_preview_shows_the_exact_tallies_and_the_decision(tmp_path):
     assert "REFUSED" in text.output and "kind 'logrank' is not allowed" in text.output
     assert "bin width 1 days is finer than the policy allows (7 days" in text.output
     assert "stratum 1: 138 patients" in text.output
+
+
+def test_a_privacy_table_is_kept_for_the_dp_budget():
+    p = parse_policy('[policy]\nkinds = ["km"]\nvariables = []\n[privacy]\nepsilon_per_query = 1.0\ntotal_epsilon = 5.0\n')
+    assert p.privacy == {"epsilon_per_query": 1.0, "total_epsilon": 5.0}
+    assert parse_policy('[policy]\nkinds = ["km"]\nvariables = []\n').privacy is None

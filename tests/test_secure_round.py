@@ -180,3 +180,40 @@ def test_inconsistent_sums_are_rejected(edit, message):
         check_consistency(PLAN, t, 228)
     with pytest.raises(AggregationError, match="differs from the sites' reported total"):
         check_consistency(PLAN, compute_tallies(PLAN, prepared(LUNG)), 227)
+
+
+def test_hooks_for_inexact_sums_noise_before_masking_and_a_custom_check():
+    """The extension points differential privacy uses: each site changes its own tallies
+    before masking (here +1 in one cell), and the coordinator checks the sum its own way."""
+    from protocol.errors import RefusedError
+
+    parts = split(3, seed=38)
+    c = Consortium(parts)
+
+    def plus_one(plan, query, tallies, record):
+        record["added"] = 1
+        arrays = dict(tallies.arrays)
+        arrays["surv:os:sex"] = tallies["surv:os:sex"].copy()
+        arrays["surv:os:sex"][0, 0, 0] += 1
+        return type(tallies)(tallies.blocks, arrays)
+
+    for node in c.nodes.values():
+        node._before_masking = plus_one
+    with pytest.raises(AggregationError, match="patients \\+ 0 dropped != n"):
+        run_plan_secure(PLAN, c.transport(), c.coordinator, c.roster, c.names, clock=c.clock)
+    seen = []
+    result = run_plan_secure(PLAN, c.transport(), c.coordinator, c.roster, c.names, clock=c.clock,
+                             check=lambda plan, t, n: seen.append(n))
+    assert seen == [228]
+    assert result.tallies["surv:os:sex"][0, 0, 0] == WHOLE_SURV[0, 0, 0] + 3
+    assert c.nodes["site0"].audit.entries[-1]["added"] == 1
+
+    def refuse(plan, query, tallies, record):
+        raise RefusedError("the privacy budget is spent")
+
+    c.nodes["site1"]._before_masking = refuse
+    with pytest.raises(AggregationError, match="site1 refused \\(the privacy budget is spent\\)"):
+        run_plan_secure(PLAN, c.transport(), c.coordinator, c.roster, c.names, clock=c.clock)
+
+
+WHOLE_SURV = compute_tallies(PLAN, prepared(LUNG))["surv:os:sex"]
