@@ -75,7 +75,8 @@ def test_budget_is_spent_by_zcdp_composition_and_then_refused():
     assert k_max == 7 and len(totals) == k_max and len(ledger) == k_max
     assert not d.allowed and d.spend is not None
     (reason,) = d.reasons
-    assert "total to epsilon 3.09 at delta 1e-06, above its budget of 3 (spent so far: 2.87" in reason and "policy privacy.total_epsilon" in reason
+    after, before = epsilon_for_rho(8 * rho1, DELTA), epsilon_for_rho(7 * rho1, DELTA)
+    assert f"total to epsilon {after:.3g} at delta 1e-06, above its budget of 3 (spent so far: {before:.3g}" in reason and "policy privacy.total_epsilon" in reason
     assert d.spent_epsilon == pytest.approx(totals[-1])
 
 
