@@ -35,9 +35,9 @@ def mask_context(query_id: str, plan_sha256: str, participants: Iterable[str]) -
 
 
 def pair_key(shared_secret: bytes, query_id: str, plan_sha256: str, participants: Iterable[str],
-             a: str, b: str) -> bytes:
-    """The 32-byte ChaCha20 key two participants share for one query."""
-    info = MASK_INFO + json.dumps(mask_context(query_id, plan_sha256, participants) + [sorted((a, b))],
+             a: str, b: str, label: bytes = b"") -> bytes:
+    """The 32-byte ChaCha20 key two participants share for one query (and one mask width)."""
+    info = MASK_INFO + label + json.dumps(mask_context(query_id, plan_sha256, participants) + [sorted((a, b))],
                                   separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return hkdf_sha256_32(shared_secret, info)
 
@@ -105,6 +105,65 @@ class Masker:
                 # uint64 arithmetic wraps, which is exactly addition modulo 2^64.
                 op(part, m[:n], out=part)
         return out
+
+
+    def mask128(self, words: np.ndarray, query_id: str, plan_sha256: str, participants: Sequence[str],
+                peers: Mapping[str, bytes]) -> np.ndarray:
+        """Masks modulo 2^128 for fixed-point sums too wide for 64 bits (Cox rounds, issue 8).
+
+        `words` has shape (cells, 2): the low and high uint64 words of each value modulo
+        2^128 (see `to_words128`). Keys are derived with a distinct HKDF label, so these
+        masks are unrelated to the 64-bit masks of the same query.
+        """
+        me = self._keys.name
+        others = [p for p in participants if p != me]
+        if len(others) != len(participants) - 1:
+            raise ValueError(f"{me} must appear once among the participants")
+        out = np.array(words, dtype=np.uint64).reshape(-1, 2)
+        cells = out.shape[0]
+        for peer in others:
+            k = pair_key(self._secret(peers[peer]), query_id, plan_sha256, participants, me, peer, label=b"128")
+            m = keystream(k, 2 * cells).reshape(cells, 2)
+            out = (add128 if peer > me else sub128)(out, m)
+        return out
+
+
+def add128(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(lo, hi) word pairs added modulo 2^128, with the carry out of the low word."""
+    lo = a[:, 0] + b[:, 0]
+    hi = a[:, 1] + b[:, 1] + (lo < a[:, 0]).astype(np.uint64)
+    return np.stack([lo, hi], axis=1)
+
+
+def sub128(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lo = a[:, 0] - b[:, 0]
+    hi = a[:, 1] - b[:, 1] - (a[:, 0] < b[:, 0]).astype(np.uint64)
+    return np.stack([lo, hi], axis=1)
+
+
+def to_words128(values: Sequence[int]) -> np.ndarray:
+    """Python integers (any sign, |x| < 2^127) as (lo, hi) uint64 words of x mod 2^128."""
+    mod = [int(v) % (1 << 128) for v in values]
+    return np.array([[v & 0xFFFFFFFFFFFFFFFF, v >> 64] for v in mod], dtype=np.uint64).reshape(-1, 2)
+
+
+def from_words128(words: np.ndarray) -> list[int]:
+    """The signed Python integers (two's complement modulo 2^128) of (lo, hi) word pairs."""
+    out = []
+    for lo, hi in np.asarray(words, dtype=np.uint64).reshape(-1, 2).tolist():
+        v = (int(hi) << 64) | int(lo)
+        out.append(v - (1 << 128) if v >> 127 else v)
+    return out
+
+
+def sum_masked128(payloads: Iterable[np.ndarray]) -> np.ndarray:
+    total: np.ndarray | None = None
+    for p in payloads:
+        p = np.asarray(p, dtype=np.uint64).reshape(-1, 2)
+        total = p.copy() if total is None else add128(total, p)
+    if total is None:
+        raise ValueError("no payloads to sum")
+    return total
 
 
 def mask_vector(keys: PartyKeys, vector: np.ndarray, query_id: str, plan_sha256: str,

@@ -123,3 +123,19 @@ def test_pair_key_is_rfc5869_hkdf_sha256():
     ikm = bytes([0x0b] * 22)
     okm = bytes.fromhex("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d")
     assert hkdf_sha256_32(ikm, b"") == okm
+
+
+def test_128_bit_masks_cancel_modulo_2_to_the_128():
+    from protocol.masking import from_words128, sum_masked128, to_words128
+
+    keys, peers = parties(5, seed=60)
+    names = sorted(keys)
+    rng = np.random.default_rng(60)
+    # Fixed-point values with 52 fraction bits, far beyond int64, of either sign.
+    values = {n: [int(x) * (1 << 52) + int(y) for x, y in zip(rng.integers(-(2**60), 2**60, 300),
+                                                                rng.integers(0, 2**52, 300))] for n in names}
+    masked = [Masker(keys[n]).mask128(to_words128(values[n]), QID, PLAN_HASH, names, peers) for n in names]
+    assert from_words128(sum_masked128(masked)) == [sum(col) for col in zip(*values.values())]
+    # Each masked share alone is far from the value it hides.
+    assert from_words128(masked[0]) != values[names[0]]
+    assert from_words128(to_words128([-1, 2**127 - 1, -(2**127)])) == [-1, 2**127 - 1, -(2**127)]
