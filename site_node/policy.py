@@ -17,7 +17,9 @@ A TOML file read only at the site (example: fedsurv/examples/policy.toml)::
     max_query_lifetime_seconds = 3600    # refuse queries valid for longer
 
 Only ``kinds`` and ``variables`` are required; the rest default to the values shown
-(``finest_bin_width`` to 1 day). A refusal always says which rule applied.
+(``finest_bin_width`` to 1 day). A refusal always says which rule applied. An optional
+``[privacy]`` table (differential privacy budget, site_node/dp_ledger.py) is kept as
+``Policy.privacy`` for that module to parse.
 """
 
 from __future__ import annotations
