@@ -166,11 +166,6 @@ def sum_masked128(payloads: Iterable[np.ndarray]) -> np.ndarray:
     return total
 
 
-def mask_vector(keys: PartyKeys, vector: np.ndarray, query_id: str, plan_sha256: str,
-                participants: Sequence[str], peers: Mapping[str, bytes]) -> np.ndarray:
-    return Masker(keys).mask(vector, query_id, plan_sha256, participants, peers)
-
-
 def sum_masked(payloads: Iterable[np.ndarray]) -> np.ndarray:
     """The element-wise sum modulo 2^64 of masked vectors, read as two's-complement int64."""
     total: np.ndarray | None = None

@@ -201,6 +201,3 @@ def _stratum_name(variables: tuple[str, ...], label: str) -> str:
         return "all"
     return ", ".join(f"{v}={lv}" for v, lv in zip(variables, label.split(CELL_SEPARATOR)))
 
-
-def policy_summary(policy: Policy) -> Mapping[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in policy.__dict__.items()}
