@@ -187,6 +187,8 @@ def _num(x: Any, key: str) -> float:
 
 
 def _str(x: Any, key: str) -> str:
+    if x is None:
+        raise PlanError(f"{key}: missing")
     if not isinstance(x, str) or not x.strip():
         raise PlanError(f"{key}: expected a non-empty string, got {x!r}")
     return x
@@ -468,12 +470,12 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise PlanError(f"analyses: name {sorted(dup)[0]!r} is used twice")
-    for a in analyses:
+    for i, a in enumerate(analyses):
         for tt in a.times:
             if tt > horizon:
-                raise PlanError(f"analyses ({a.name}).times: {tt:g} is past plan.horizon ({horizon:g})")
+                raise PlanError(f"analyses[{i}] ({a.name}).times: {tt:g} is past plan.horizon ({horizon:g})")
         if a.tau is not None and a.tau > horizon:
-            raise PlanError(f"analyses ({a.name}).tau: past plan.horizon ({horizon:g})")
+            raise PlanError(f"analyses[{i}] ({a.name}).tau: past plan.horizon ({horizon:g})")
     return Plan(
         title=title,
         time_unit=time_unit,
