@@ -29,6 +29,8 @@ from coordinator.disclosure import DisclosureRule, rule_from_results
 from protocol.errors import FedsurvError
 
 REPORT_NAME = "report.html"
+WIDE_WIDTH = 8.0     # inches: a figure for a desktop column
+NARROW_WIDTH = 4.4   # inches: the same figure for a phone
 # Number at risk as R and survminer count it; joiners keep it on one line.
 AT_RISK = "#\u2060{T\u00a0\u2265\u00a0t}"
 _CSV_COLUMNS = ("section", "stratum", "cause", "time", "n_risk", "n_event", "n_censor",
@@ -216,7 +218,8 @@ _CSS = """
 html{-webkit-text-size-adjust:100%}
 body{margin:0;color:var(--fg);background:#fff;
  font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1000px;margin:0 auto;padding:1.25rem 1.25rem 3rem}
+main{max-width:1000px;margin:0 auto;padding:1.25rem 1.25rem 3rem;overflow-wrap:break-word}
+h1,h2,h3{overflow-wrap:anywhere}
 header.top{border-bottom:2px solid var(--accent);margin-bottom:1.25rem;padding-bottom:.75rem}
 h1{font-size:1.65rem;line-height:1.25;margin:.2rem 0 .4rem}
 h2{font-size:1.3rem;margin:2.2rem 0 .5rem;padding-top:.6rem;border-top:1px solid var(--line)}
@@ -316,24 +319,42 @@ class _Context:
             return list(ep["dates"])
         return []
 
-    def figure_html(self, drawn: figures.DrawnFigure, alt: str, caption: str) -> str:
-        try:
-            if self.figure_format == "svg":
+    def figure_html(self, draw: Callable[[float], figures.DrawnFigure], alt: str, caption: str) -> str:
+        """A figure drawn by ``draw(width in inches)``, embedded; PNG adds a narrow drawing for phones.
+
+        A figure 8 inches wide shrunk to a phone's 360-odd pixels prints its risk table at
+        about 4 px, so the PNG form carries a second drawing, NARROW_WIDTH inches wide, that
+        the browser picks below 600 px (a <picture> source) instead.
+        """
+        if self.figure_format == "svg":
+            drawn = draw(WIDE_WIDTH)
+            try:
                 svg = figures.svg_text(drawn.figure)
-                body = svg[svg.index("<svg"):]
-                # Ids must be unique in the page: prefix each figure's ids and references to them.
-                self.n_figures += 1
-                pre = f"fig{self.n_figures}-"
-                body = re.sub(r'\bid="', f'id="{pre}', body)
-                body = body.replace("url(#", f"url(#{pre}").replace('href="#', f'href="#{pre}')
-                body = body.replace("<svg ", f'<svg role="img" aria-label="{_e(alt)}" ', 1)
-            else:
-                data = base64.b64encode(figures.png_bytes(drawn.figure)).decode("ascii")
-                w, h = (int(round(v * 150)) for v in drawn.figure.get_size_inches())
-                body = f'<img src="data:image/png;base64,{data}" width="{w}" height="{h}" alt="{_e(alt)}">'
-        finally:
-            drawn.figure.clear()
+            finally:
+                drawn.figure.clear()
+            body = svg[svg.index("<svg"):]
+            # Ids must be unique in the page: prefix each figure's ids and references to them.
+            self.n_figures += 1
+            pre = f"fig{self.n_figures}-"
+            body = re.sub(r'\bid="', f'id="{pre}', body)
+            body = body.replace("url(#", f"url(#{pre}").replace('href="#', f'href="#{pre}')
+            body = body.replace("<svg ", f'<svg role="img" aria-label="{_e(alt)}" ', 1)
+        else:
+            (wide, w, h), (narrow, nw, nh) = (_png_data(draw(width)) for width in (WIDE_WIDTH, NARROW_WIDTH))
+            body = (f'<picture><source media="(max-width: 600px)" srcset="data:image/png;base64,{narrow}" '
+                    f'width="{nw}" height="{nh}">'
+                    f'<img src="data:image/png;base64,{wide}" width="{w}" height="{h}" alt="{_e(alt)}"></picture>')
         return f"<figure>{body}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _png_data(drawn: figures.DrawnFigure, dpi: int = 150) -> tuple[str, int, int]:
+    """Base64 PNG of a drawn figure and its pixel size; the figure is cleared afterwards."""
+    try:
+        data = base64.b64encode(figures.png_bytes(drawn.figure, dpi=dpi)).decode("ascii")
+        w, h = (int(round(v * dpi)) for v in drawn.figure.get_size_inches())
+    finally:
+        drawn.figure.clear()
+    return data, w, h
 
 
 def _strata_vars(ctx: _Context, name: str, res: Mapping[str, Any]) -> list[str]:
@@ -375,8 +396,11 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
               if (strata[k].get("table") or {}).get("time")}
     if curves:
         ctx.progress(f"drawing {name}")
-        drawn = figures.km_figure(curves, quantity=_cap(quantity), time_unit=ctx.unit,
-                                  censor_marks=ctx.censor_marks, count_text=ctx.count)
+
+        def draw(width: float) -> figures.DrawnFigure:
+            return figures.km_figure(curves, quantity=_cap(quantity), time_unit=ctx.unit,
+                                     censor_marks=ctx.censor_marks, count_text=ctx.count, width=width)
+
         by = f" by {', '.join(_words(v) for v in svars)}" if svars and len(curves) > 1 else ""
         marks = "; | marks a censored time" if ctx.censor_marks else ""
         others = [c for c in ctx.causes_of(res.get("endpoint")) if c != res.get("cause")]
@@ -384,7 +408,7 @@ def _km_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, 
                      f"(a Kaplan-Meier estimate of the cause-specific event, as R's survfit)."
                      if others and res.get("cause") not in (None, "any") else "")
         parts.append(ctx.figure_html(
-            drawn, alt=f"Kaplan-Meier curves of {quantity}{by}",
+            draw, alt=f"Kaplan-Meier curves of {quantity}{by}",
             caption=f"Kaplan-Meier estimate of {quantity}{by} ({_band_caption(ctx)}{marks}). "
                     f"Number at risk ({AT_RISK}) under the time axis.{competing}"))
     if "all" in strata:
@@ -488,10 +512,13 @@ def _cif_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str,
         if curves:
             ctx.progress(f"drawing {name}: {cause}")
             by = f" by {', '.join(_words(v) for v in svars)}" if svars and len(curves) > 1 else ""
-            drawn = figures.cif_figure(curves, cause=_words(cause), quantity=_cap(quantity), time_unit=ctx.unit,
-                                       count_text=ctx.count)
+
+            def draw(width: float, curves: dict = curves, cause: str = cause, quantity: str = quantity
+                     ) -> figures.DrawnFigure:
+                return figures.cif_figure(curves, cause=_words(cause), quantity=_cap(quantity), time_unit=ctx.unit,
+                                          count_text=ctx.count, width=width)
             parts.append(ctx.figure_html(
-                drawn, alt=f"{_cap(quantity)}{by}",
+                draw, alt=f"{_cap(quantity)}{by}",
                 caption=f"Aalen-Johansen estimate of the {quantity}{by}, other causes competing "
                         f"({_band_caption(ctx)}). Number at risk ({AT_RISK}) under the time axis."))
         t = _Table(["Group", f"Time ({ctx.unit})", "At risk", f"Events ({_words(cause)})", f"{_cap(quantity)} ({ctx.ci})"],
@@ -525,11 +552,13 @@ def _cif_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str,
                 continue
             ctx.progress(f"drawing {name}: stacked ({k})")
             label = stratum_label(k, svars)
-            drawn = figures.stacked_cif_figure(tables, time_unit=ctx.unit, count_text=ctx.count,
-                                               risk_label=label if len(label) <= 18 else "At risk",
-                                               title=label if len(shown) > 1 else None)
+
+            def draw(width: float, tables: dict = tables, label: str = label) -> figures.DrawnFigure:
+                return figures.stacked_cif_figure(tables, time_unit=ctx.unit, count_text=ctx.count,
+                                                  risk_label=label if len(label) <= 18 else "At risk",
+                                                  title=label if len(shown) > 1 else None, width=width)
             parts.append(ctx.figure_html(
-                drawn, alt=f"Stacked cumulative incidence, {label}",
+                draw, alt=f"Stacked cumulative incidence, {label}",
                 caption=f"{label}: cumulative incidences of {', '.join(_words(c) for c in causes)} stacked; "
                         f"the top edge is the probability of any of them."))
     return "".join(parts), csv_rows

@@ -355,6 +355,10 @@ def test_every_analysis_has_a_section_and_a_csv(rendered):
     # Figures: two KM strata, three CIF strata per cause (2), stacked views for each rx.
     imgs = [v for t, k, v in page.attrs if t == "img" and k == "src"]
     assert len(imgs) == 1 + 2 + 3
+    # Each with a narrower drawing that phones pick.
+    narrow = [v for t, k, v in page.attrs if t == "source" and k == "srcset"]
+    assert len(narrow) == len(imgs) and all(v.startswith("data:image/png;base64,") for v in narrow)
+    assert [v for t, k, v in page.attrs if t == "source" and k == "media"] == ["(max-width: 600px)"] * len(imgs)
 
 
 def test_plan_hash_sites_and_counts(rendered):
