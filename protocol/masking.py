@@ -46,10 +46,28 @@ def hkdf_sha256_32(secret: bytes, info: bytes) -> bytes:
     """HKDF-SHA256 (RFC 5869) with no salt and 32 bytes of output, in two HMAC calls.
 
     Equal to cryptography's HKDF(SHA256(), 32, salt=None, info) (tests/test_masking.py checks
-    it); written out because that object costs ~20 us per call, a fifth of a small mask.
+    it); written out because that object costs ~20 us per call, and so that a party can keep
+    the extract step of each long-term secret (`hkdf_extract`) and only expand per query.
     """
-    prk = hmac.digest(bytes(32), secret, "sha256")  # extract; no salt means 32 zero bytes
-    return hmac.digest(prk, info + b"\x01", "sha256")  # expand: one block T(1) is 32 bytes
+    return hkdf_expand_32(hkdf_extract(secret), info)
+
+
+def hkdf_extract(secret: bytes) -> bytes:
+    return hmac.digest(bytes(32), secret, "sha256")  # no salt means 32 zero bytes
+
+
+def hkdf_expand_32(prk: bytes, info: bytes) -> bytes:
+    return hmac.digest(prk, info + b"\x01", "sha256")  # one block T(1) is 32 bytes
+
+
+def _info_prefix(query_id: str, plan_sha256: str, participants: Iterable[str], label: bytes) -> bytes:
+    """The HKDF info of `pair_key` up to the pair itself, shared by every pair of one query."""
+    ctx = json.dumps(mask_context(query_id, plan_sha256, participants), separators=(",", ":"), ensure_ascii=False)
+    return MASK_INFO + label + ctx[:-1].encode("utf-8") + b","
+
+
+def _pair_suffix(a: str, b: str) -> bytes:
+    return json.dumps(sorted((a, b)), separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"]"
 
 
 def keystream(key: bytes, cells: int, zeros: bytes | None = None, out: bytearray | None = None) -> np.ndarray:
@@ -68,13 +86,20 @@ class Masker:
 
     def __init__(self, keys: PartyKeys):
         self._keys = keys
-        self._secrets: dict[bytes, bytes] = {}
+        self._prks: dict[bytes, bytes] = {}
 
-    def _secret(self, peer_public: bytes) -> bytes:
-        s = self._secrets.get(peer_public)
-        if s is None:
-            s = self._secrets[peer_public] = self._keys.shared_secret(peer_public)
-        return s
+    def _prk(self, peer_public: bytes) -> bytes:
+        """HKDF-Extract of the X25519 secret shared with a peer (static, so computed once)."""
+        prk = self._prks.get(peer_public)
+        if prk is None:
+            prk = self._prks[peer_public] = hkdf_extract(self._keys.shared_secret(peer_public))
+        return prk
+
+    def _pair_keys(self, others: Sequence[str], query_id: str, plan_sha256: str, participants: Sequence[str],
+                   peers: Mapping[str, bytes], label: bytes = b"") -> list[bytes]:
+        """`pair_key` for every peer, computed with one info prefix and cached extracts."""
+        prefix, me = _info_prefix(query_id, plan_sha256, participants, label), self._keys.name
+        return [hkdf_expand_32(self._prk(peers[p]), prefix + _pair_suffix(me, p)) for p in others]
 
     def mask(self, vector: np.ndarray, query_id: str, plan_sha256: str, participants: Sequence[str],
              peers: Mapping[str, bytes]) -> np.ndarray:
@@ -88,11 +113,9 @@ class Masker:
             raise ValueError(f"{me} must appear once among the participants")
         out = np.asarray(vector, dtype=np.int64).view(np.uint64).copy()
         cells = out.size
-        streams = []
-        for peer in others:
-            k = pair_key(self._secret(peers[peer]), query_id, plan_sha256, participants, me, peer)
-            streams.append((Cipher(algorithms.ChaCha20(k, _ZERO_NONCE), mode=None).encryptor(),
-                            np.add if peer > me else np.subtract))
+        keys = self._pair_keys(others, query_id, plan_sha256, participants, peers)
+        streams = [(Cipher(algorithms.ChaCha20(k, _ZERO_NONCE), mode=None).encryptor(),
+                    np.add if peer > me else np.subtract) for peer, k in zip(others, keys)]
         # Chunk by chunk, so each keystream piece is added while still in cache.
         zeros, buf = bytes(8 * _CHUNK), bytearray(8 * _CHUNK + 16)
         m = np.frombuffer(buf, dtype="<u8", count=_CHUNK)
@@ -121,8 +144,7 @@ class Masker:
             raise ValueError(f"{me} must appear once among the participants")
         out = np.array(words, dtype=np.uint64).reshape(-1, 2)
         cells = out.shape[0]
-        for peer in others:
-            k = pair_key(self._secret(peers[peer]), query_id, plan_sha256, participants, me, peer, label=b"128")
+        for peer, k in zip(others, self._pair_keys(others, query_id, plan_sha256, participants, peers, b"128")):
             m = keystream(k, 2 * cells).reshape(cells, 2)
             out = (add128 if peer > me else sub128)(out, m)
         return out

@@ -139,3 +139,18 @@ def test_128_bit_masks_cancel_modulo_2_to_the_128():
     # Each masked share alone is far from the value it hides.
     assert from_words128(masked[0]) != values[names[0]]
     assert from_words128(to_words128([-1, 2**127 - 1, -(2**127)])) == [-1, 2**127 - 1, -(2**127)]
+
+
+def test_128_bit_keys_follow_pair_key_with_their_label():
+    from protocol.masking import add128, sub128, to_words128
+
+    keys, peers = parties(3, seed=70)
+    names = sorted(keys)
+    me = keys["s01"]
+    got = Masker(me).mask128(to_words128([0] * 10), QID, PLAN_HASH, names, peers)
+    want = to_words128([0] * 10)
+    for p in ("s00", "s02"):
+        k = pair_key(me.shared_secret(peers[p]), QID, PLAN_HASH, names, "s01", p, label=b"128")
+        m = keystream(k, 20).reshape(10, 2)
+        want = add128(want, m) if p > "s01" else sub128(want, m)
+    assert np.array_equal(got, want)
