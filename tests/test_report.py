@@ -476,6 +476,7 @@ def test_an_interval_that_misses_its_estimate_is_refused():
     assert interval(0.77, 0.631, 0.902, "95% CI") == "77.0% (95% CI 63.1% to 90.2%)"
     assert interval(1.0, None, None, "95% CI") == "100.0% (95% CI not estimable)"
     res = make_results()
+    res["analyses"] = {"complications": res["analyses"]["complications"]}
     res["analyses"]["complications"]["lower"] = 0.2
     with pytest.raises(ReportError):
         render_report(res)
@@ -651,7 +652,7 @@ def test_report_of_a_real_run_shows_R_numbers(tmp_path: Path):
     results, _ = run_in_process(parse_plan(plan_text("colon_cr_rx", CI_TYPE)), sites)
     results = json.loads(json.dumps(stamp(results)))  # as read back from results.json
     out = tmp_path / "out"
-    path = write_report(results, out)
+    path = write_report(results, out, stacked=False)
     page = Page(path.read_text(encoding="utf-8"))
     assert page.errors == [] and "matches the plan below" in page.all_text()
     colon = expected("colon_cr_rx")
