@@ -19,8 +19,9 @@ import io
 import json
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from scipy.stats import norm
 
@@ -351,7 +352,7 @@ def _png_data(drawn: figures.DrawnFigure, dpi: int = 150) -> tuple[str, int, int
     """Base64 PNG of a drawn figure and its pixel size; the figure is cleared afterwards."""
     try:
         data = base64.b64encode(figures.png_bytes(drawn.figure, dpi=dpi)).decode("ascii")
-        w, h = (int(round(v * dpi)) for v in drawn.figure.get_size_inches())
+        w, h = (round(v * dpi) for v in drawn.figure.get_size_inches())
     finally:
         drawn.figure.clear()
     return data, w, h
@@ -745,7 +746,7 @@ def _cox_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str,
     t = _Table(["Term", f"Hazard ratio ({ctx.ci})", "p-value (Wald)"], numeric=[False, False, True])
     rows = []
     for i, term in enumerate(terms):
-        def at(key: str) -> Any:
+        def at(key: str, i: int = i) -> Any:
             v = res.get(key) or []
             return v[i] if i < len(v) else None
         coef, se = _num(at("coef")), _num(at("std_err"))
@@ -902,10 +903,10 @@ def render_report(
     if status:
         hash_html += f' <span class="muted">({_e(status)})</span>'
     facts = [("Plan hash (SHA-256)", ""), ("Patients", ctx.count(n_total)),
-             ("Time unit", ctx.unit), ("Time grid", f"bins of {time_text(head.get('bin_width'), ctx.unit)}, "
-                                                     f"follow-up censored at {time_text(head.get('horizon'), ctx.unit)}"),
-             ("Confidence intervals", f"{ctx.ci}, {head.get('conf_type') or 'log'} transformation for survival "
-                                      f"and incidence"),
+             ("Time unit", ctx.unit), ("Time grid", (f"bins of {time_text(head.get('bin_width'), ctx.unit)}, "
+                                                     f"follow-up censored at {time_text(head.get('horizon'), ctx.unit)}")),
+             ("Confidence intervals", (f"{ctx.ci}, {head.get('conf_type') or 'log'} transformation for survival "
+                                      f"and incidence")),
              ("Smallest count released", str(rule.min_count) if rule.active else "no limit")]
     body.append(_facts(facts, {"Plan hash (SHA-256)": hash_html}))
     summary_at = len(body)

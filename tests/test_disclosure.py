@@ -25,7 +25,7 @@ def test_small_counts_are_withheld(k):
 def test_no_rule_shows_every_count(k):
     rule = DisclosureRule(k)
     assert not rule.active
-    assert [rule.count(c) for c in range(0, 6)] == ["0", "1", "2", "3", "4", "5"]
+    assert [rule.count(c) for c in range(6)] == ["0", "1", "2", "3", "4", "5"]
     assert "none" in rule.statement()
 
 

@@ -12,12 +12,19 @@ import xml.etree.ElementTree as ET
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-
-from coordinator.disclosure import DisclosureRule
-from coordinator.figures import (cif_figure, km_figure, number_at_risk, png_bytes, stacked_cif_figure, svg_text,
-                                 tick_times)
 from r_reference import expected
 from test_report import COLON_CAUSES, r_cif_stratum, r_km_stratum
+
+from coordinator.disclosure import DisclosureRule
+from coordinator.figures import (
+    cif_figure,
+    km_figure,
+    number_at_risk,
+    png_bytes,
+    stacked_cif_figure,
+    svg_text,
+    tick_times,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -166,8 +173,8 @@ def test_risk_table_under_a_disclosure_rule():
     rows = dict(drawn.risk_rows)
     # Each shown count is the exact one, or "<5" where the exact one is 1 to 4.
     exact = dict(km_figure(lung_curves(), risk_times=[0, 500, 800, 900, 1000]).risk_rows)
-    for label in rows:
-        for shown, n in zip(rows[label], exact[label]):
+    for label, shown_row in rows.items():
+        for shown, n in zip(shown_row, exact[label]):
             assert shown == ("<5" if 1 <= int(n) <= 4 else n)
     assert any(s == "<5" for r in rows.values() for s in r)
     assert {t.get_text() for t in drawn.risk_ax.texts} == {s for r in rows.values() for s in r}

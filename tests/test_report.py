@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from r_reference import expected
 from scipy.stats import beta, norm
 
-from coordinator import figures, report_html
+from coordinator import figures
 from coordinator.report_html import ReportError, interval, render_report, write_report
 from protocol.plan import parse_plan
-from r_reference import expected
 
 Z95 = float(norm.ppf(0.975))
 LUNG_TIMES = [90, 180, 365, 730]
@@ -402,7 +402,7 @@ def test_km_numbers_at_report_times_are_R_values(rendered):
 
 
 def test_logrank_gray_rmst_numbers(rendered):
-    _, csvs, page = rendered
+    _, _csvs, page = rendered
     text = page.all_text()
     lr = expected("lung_sex")["logrank"]["rho0"]
     assert f"\u03c7\u00b2 = {lr['chisq']:.2f} on 1 degree of freedom, p = {lr['p']:.3f}" in text
@@ -420,7 +420,7 @@ def test_logrank_gray_rmst_numbers(rendered):
 
 
 def test_cif_numbers_at_report_times_are_R_values(rendered):
-    _, csvs, page = rendered
+    _, _csvs, page = rendered
     colon = expected("colon_cr_rx")
     for code, cause in COLON_CAUSES.items():
         col = page.column(f"Cumulative incidence of {cause} (95% CI)")
@@ -442,9 +442,9 @@ def test_proportion_prints_as_the_issue_asks(rendered):
 
 
 def test_table1(rendered):
-    _, csvs, page = rendered
-    values = dict((r[0][0], r[1][0]) for t in page.tables if t["header"][:1] == ["Characteristic"]
-                  for r in t["rows"])
+    _, _csvs, page = rendered
+    values = {r[0][0]: r[1][0] for t in page.tables if t["header"][:1] == ["Characteristic"]
+                  for r in t["rows"]}
     assert values["1"] == "60 (45.8%)" and values["2"] == "71 (54.2%)"
     assert values["MPNST"] == "4 (3.1%)" and values["other"] == "0 (0.0%)"
     assert values["age, mean (SD)"] == "54.3 (15.1)"
@@ -511,8 +511,8 @@ def test_disclosure_rule_applies_to_every_released_count(monkeypatch):
     assert all(re.fullmatch(r"\d+|<5", c) for c in counts), [c for c in counts if not re.fullmatch(r"\d+|<5", c)]
     site_rows = {r[0][0]: r[1][0] for t in page.tables if t["header"] == ["Site", "Patients"] for r in t["rows"]}
     assert site_rows["alpha"] == "<5"
-    values = dict((r[0][0], r[1][0]) for t in page.tables if t["header"][:1] == ["Characteristic"]
-                  for r in t["rows"])
+    values = {r[0][0]: r[1][0] for t in page.tables if t["header"][:1] == ["Characteristic"]
+                  for r in t["rows"]}
     assert values["MPNST"] == "<5 (<3.9%)"  # 3.1% would give the count back
     assert values["other"] == "0 (0.0%)"
     # Estimates stay exact: 3 of 40 is still 7.5%.
@@ -643,8 +643,8 @@ def test_report_of_a_real_run_shows_R_numbers(tmp_path: Path):
     """fedsurv's own pipeline over 3 sites of colon_cr, then the report: R's numbers come out."""
     import numpy as np
     import pandas as pd
-
     from consortium import csv_for, plan_text, split_sites
+
     from fedsurv.runner import run_in_process, stamp
 
     df = pd.read_csv(csv_for("colon_cr_rx"))
