@@ -41,11 +41,11 @@ def one_size(n: int, data: dict, tmp: Path) -> dict:
         up = time.monotonic() - t0
         first = dep.run(PLAN)
         cold = time.monotonic() - t0
-        first_round = round_seconds(sorted((dep.coord_dir / "jobs").iterdir())[-1])
+        first_round = round_seconds(dep.last_job_dir)
         t1 = time.monotonic()
         second = dep.run(PLAN)
         warm = time.monotonic() - t1
-        second_round = round_seconds(sorted((dep.coord_dir / "jobs").iterdir())[-1])
+        second_round = round_seconds(dep.last_job_dir)
         t2 = time.monotonic()
     teardown = time.monotonic() - t2
     sent = second["bytes_received"]

@@ -503,6 +503,7 @@ class LocalDeployment:
         self.flwr_home = self.coord_dir / "flwr-home"
         self.port = 0
         self.proxy: FleetProxy | None = None
+        self.last_job_dir: Path | None = None
         self._jobs = 0
         self._signals: Any = None
 
@@ -666,6 +667,7 @@ class LocalDeployment:
                   job_dir=job_dir, sites=tuple(sites or [s.name for s in self.sites]), min_sites=min_sites,
                   wait_for_sites=wait_for_sites)
         job.dump(job_dir / "job.json")
+        self.last_job_dir = job_dir
         run_id = submit_run(self.flwr_home, app or self.app, job_dir / "job.json")  # type: ignore[arg-type]
         return run_id, job_dir
 
