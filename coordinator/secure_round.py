@@ -6,7 +6,9 @@ provide one. If a site does not answer or refuses, the round's sum cannot be for
 masks do not cancel), so the round is dropped and run again with a fresh query id over the
 sites that did answer, as long as at least `min_sites` remain. Signed refusals and errors
 from the sites left out travel with the rerun as evidence, so that sites with a policy
-against differencing can see the earlier round never produced a sum.
+against differencing can see the earlier round never produced a sum (only a site's final
+refusal counts, see protocol.query.Reply). A site that went silent leaves no such proof:
+sites with a policy then answer the rerun only if their policy sets rerun_after_dropout.
 """
 
 from __future__ import annotations
