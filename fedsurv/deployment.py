@@ -823,7 +823,10 @@ def run_demo_over_flower(plan_path: Path, sites: Sequence[Any], out_dir: Path, p
     ``sites`` are ``fedsurv.site_input.SiteInput`` (name, data, mapping, policy). Makes a CA and
     TLS certificates, SuperNode keys (registered with the SuperLink), fedsurv keys and roster;
     starts the SuperLink, a Fleet-only proxy and one site process per site on 127.0.0.1; runs the
-    plan; stops every process (also on Ctrl-C or failure). Site audit logs end up in OUT/audit/.
+    plan; stops every process (also on Ctrl-C or failure). Site audit logs end up in OUT/audit/,
+    the deployment's files (certificates, keys, logs) in ``work_dir`` (default OUT/deployment).
+    ``progress`` gets status lines (which sites have answered); ``echo`` (default: print) the
+    summary and the paths written, as ``fedsurv run`` prints them.
     """
     say = progress or (lambda _m: None)
     out_dir = Path(out_dir)
@@ -842,4 +845,4 @@ def run_demo_over_flower(plan_path: Path, sites: Sequence[Any], out_dir: Path, p
             if log.exists():
                 shutil.copyfile(log, audit_dir / f"{s.name}.jsonl")
     say(f"all Flower processes stopped; {time.monotonic() - t0:.1f} s from cold start to result")
-    return write_outcome(outcome, out_dir, echo or say)
+    return write_outcome(outcome, out_dir, echo or print)
