@@ -60,7 +60,8 @@ def execute(plan_path: Path, sites: list[SiteInput], out: Path, audit_dir: Path 
     if report:
         from coordinator.report_html import write_report
 
-        click.echo(f"wrote {write_report(results, out)}")
+        report = write_report(results, out, progress=lambda m: click.echo(f"report: {m}", err=True))
+        click.echo(f"wrote {report}")
     return results
 
 
