@@ -195,27 +195,28 @@ def run_job(grid: Grid, job: Job, run_id: int) -> dict[str, Any]:
         from coordinator.secure_round import run_plan_secure
         from protocol.plan import load_plan, plan_from_dict
         from protocol.roster import Roster
-        from site_node.keystore import load_party
+        from site_node.keystore import load_party, read_passphrase_file
 
         # Sites see only the plan's canonical JSON. Read back the same way, the coordinator reads the
         # tallies exactly as the sites laid them out (protocol/plan.py's canonical form does not keep
         # the order of a date endpoint's causes, which decides the cause codes).
         plan = plan_from_dict(json.loads(load_plan(str(job.plan)).canonical_json()))
         roster = Roster.from_toml(job.roster.read_text())
-        from site_node.keystore import read_passphrase_file
-
         passphrase = (read_passphrase_file(job.passphrase_file) if job.passphrase_file
                       else os.environ.get(job.passphrase_env or "") or None)
         keys = load_party(job.coordinator_keys, passphrase=passphrase)
         wanted = job.sites or tuple(roster.names)
         nodes = connected_sites(grid, wanted, job.wait_for_sites, say)
         sites = [s for s in wanted if s in nodes]
+        missing = sorted(set(wanted) - set(nodes))
+        if len(sites) < job.min_sites and missing:
+            raise RuntimeError(f"only {len(sites)} site(s) are connected but at least {job.min_sites} are needed; "
+                               f"not connected: {', '.join(missing)}")
         transport = FlowerTransport(grid, nodes, plan.timeout_seconds, on_progress=say)
         result = run_plan_secure(plan, transport, keys, roster, sites, min_sites=job.min_sites, on_progress=say)
         results = pooled_results(plan, result.tallies, list(result.sites))
         results["secure_aggregation"] = {"query_ids": list(result.query_ids), "notes": list(result.notes),
                                          "refusals": [{"site": s, "reason": r} for s, r in result.refusals]}
-        missing = sorted(set(wanted) - set(nodes))
         if missing:
             results["secure_aggregation"]["notes"].append(f"not connected: {', '.join(missing)}")
         outcome.update(ok=True, results=results, sites=list(result.sites),

@@ -277,7 +277,10 @@ class SiteRuntime:
     def _audit_refusal(self, run_id: int, digest: str, reason: str) -> None:
         if self.audit is None:
             return
-        self.audit("app-bundle-refused", {"flower_run_id": run_id, "fab_sha256": digest, "reason": reason})
+        try:
+            self.audit("app-bundle-refused", {"flower_run_id": run_id, "fab_sha256": digest, "reason": reason})
+        except Exception:  # noqa: BLE001 - the error reply carries no data; without it the SuperNode hangs
+            log.error("could not record the refused bundle %s in the audit log", digest, exc_info=True)
 
 
 def safe_reason(e: BaseException) -> str:

@@ -140,6 +140,20 @@ def test_example_site_config_pins_the_bundle_this_fedsurv_builds():
     assert cfg.superlink.endswith(":443") and cfg.root_certificates is not None
 
 
+def test_site_config_errors_name_the_missing_key_and_paths_resolve_beside_the_file(tmp_path):
+    from site_node.flower_runtime import load_site_config
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[site]\nname = "leiden"\ndata = "x.csv"\nkeys = "k"\nroster = "r.toml"\n\n[flower]\n'
+                   'superlink = "h:443"\nnode_key = "n.key"\nallowed_fab_hashes = ["ABC"]\n')
+    loaded = load_site_config(cfg)
+    assert loaded.data == tmp_path / "x.csv" and loaded.audit_log == tmp_path / "audit.jsonl"
+    assert loaded.allowed_fab_hashes == ("abc",) and loaded.runtime_address == "127.0.0.1:9094"
+    cfg.write_text('[site]\nname = "leiden"\n')
+    with pytest.raises(ValueError, match=r"\[site\] data is required"):
+        load_site_config(cfg)
+
+
 def test_compose_files_publish_no_site_port_and_only_the_proxy_at_the_coordinator():
     import yaml
 
