@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from coordinator.results import pooled_results
-from coordinator.secure_round import RoundResult, run_plan_secure
+from coordinator.secure_round import RoundResult, local_transport, run_plan_secure
 from protocol.plan import Plan
 from protocol.roster import consortium_for_run
 from site_node.mapping import load_mapping
@@ -57,9 +57,8 @@ def run_prepared(plan: Plan, prepared: Mapping[str, PreparedData], policies: Map
         for name in names
     }
 
-    def transport(requests: Mapping[str, bytes]) -> dict[str, bytes | BaseException | None]:
-        return {name: nodes[name].answer(req) for name, req in requests.items()}
-
+    # A site that fails (say, its audit log cannot be written) counts as not answering.
+    transport = local_transport({name: node.answer for name, node in nodes.items()})
     outcome = run_plan_secure(plan, transport, coordinator, roster, names, min_sites=min(3, len(names)),
                               on_progress=progress)
     results = pooled_results(plan, outcome.tallies, list(outcome.sites))
