@@ -274,6 +274,27 @@ def test_a_site_side_client_cannot_start_a_run_or_register_a_key(consortium):
     assert dep.proxy.forwarded > 0  # the SuperNodes themselves do get through
 
 
+def test_a_supernode_whose_key_was_not_registered_is_turned_away(consortium):
+    import subprocess
+
+    from fedsurv.deployment import LOOPBACK, free_port, make_node_key, venv_bin
+
+    dep, _, _, _, tmp = consortium
+    key = tmp / "intruder" / "node.key"
+    make_node_key(key)
+    intruder = dep.procs.start("intruder", [
+        venv_bin("flower-supernode"), "--superlink", dep.site_facing_address, "--root-certificates",
+        str(dep.tls.ca_cert), "--auth-supernode-private-key", str(key), "--isolation", "process",
+        "--host", LOOPBACK, "--port", str(free_port())], tmp / "intruder" / "supernode.log")
+    try:
+        assert intruder.proc.wait(timeout=60) != 0
+    except subprocess.TimeoutExpired:
+        pytest.fail("a SuperNode with an unregistered key stayed connected")
+    finally:
+        dep.procs.stop("intruder")
+    assert "Failed to activate SuperNode" in (tmp / "intruder" / "supernode.log").read_text()
+
+
 # ----------------------------------------------------------------------------- faults
 
 
