@@ -217,6 +217,13 @@ def _parse_endpoint(name: str, t: Mapping[str, Any]) -> Endpoint:
         if "time" in t or "event" in t:
             raise PlanError(f"{where}: give either time/event columns or origin/dates, not both")
         dates = t.get("dates")
+        # The canonical JSON form sorts object keys, so there the order of the causes (which
+        # fixes their codes) travels as a list of [cause, column] pairs.
+        if isinstance(dates, list) and all(isinstance(d, list) and len(d) == 2 for d in dates):
+            pairs = [(str(k), v) for k, v in dates]
+            if len({k for k, _ in pairs}) != len(pairs):
+                raise PlanError(f"{where}.dates: a cause is listed twice")
+            dates = dict(pairs)
         if not isinstance(dates, dict) or not dates:
             raise PlanError(f"{where}.dates: expected a table mapping each cause to its date column")
         causes = tuple(Cause(i, _str(k, f"{where}.dates")) for i, k in enumerate(dates, start=1))
@@ -483,8 +490,9 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
         horizon=horizon,
         conf_level=float(conf_level),
         conf_type=conf_type,
-        endpoints=tuple(endpoints.values()),
-        variables=tuple(variables.values()),
+        # Sorted by name, as the canonical JSON has them: a plan read back from it is equal.
+        endpoints=tuple(endpoints[k] for k in sorted(endpoints)),
+        variables=tuple(variables[k] for k in sorted(variables)),
         analyses=tuple(analyses),
         min_count_release=mcr,
         timeout_seconds=float(timeout),
@@ -501,7 +509,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     eps: dict[str, Any] = {}
     for e in plan.endpoints:
         if e.from_dates:
-            eps[e.name] = {"origin": e.origin, "dates": dict(e.dates), "last_followup": e.last_followup}
+            eps[e.name] = {"origin": e.origin, "dates": [[k, v] for k, v in e.dates],
+                           "last_followup": e.last_followup}
         else:
             eps[e.name] = {"time": e.time, "event": e.event, "censored": list(e.censored),
                            "causes": {str(c.code): c.name for c in e.causes}}

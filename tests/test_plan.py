@@ -64,3 +64,15 @@ def test_julian_months():
 def test_errors_name_the_key():
     with pytest.raises(PlanError, match=r"analyses\[0\] \(os\)\.cause"):
         parse_plan(ISSUE_EXAMPLE.replace('cause = "death"          # km', 'cause = "dead"  # km', 1))
+
+
+def test_canonical_json_keeps_the_order_of_dated_causes():
+    """Cause codes follow the order of `dates`; the canonical form must not sort them away."""
+    plan = load_plan(str(EXAMPLES / "sarcoma.toml"))
+    again = plan_from_dict(json.loads(plan.canonical_json()))
+    assert again == plan
+    assert [c.name for c in again.endpoint("lrfs").causes] == ["local_recurrence", "death"]
+    swapped = (EXAMPLES / "sarcoma.toml").read_text().replace(
+        'dates = { local_recurrence = "lr_date", death = "death_date" }',
+        'dates = { death = "death_date", local_recurrence = "lr_date" }')
+    assert parse_plan(swapped).sha256 != plan.sha256
