@@ -56,10 +56,11 @@ def preview_text(pv: Any, plan: Any) -> str:
             for label, cell in zip(cell_labels(plan, vs), a):
                 out.append(f"  stratum {label}: {int(cell.sum())} patients")
                 rows = np.flatnonzero(cell.sum(axis=1))
+                width = max(12, *(len(o) + 2 for o in outcomes))
                 if rows.size:
-                    out.append("    " + f"{'time':>10}" + "".join(f"{o:>12}" for o in outcomes))
+                    out.append("    " + f"{'time':>10}" + "".join(f"{o:>{width}}" for o in outcomes))
                 for r in rows:
-                    out.append("    " + f"{times[r]:>10g}" + "".join(f"{int(v):>12}" for v in cell[r]))
+                    out.append("    " + f"{times[r]:>10g}" + "".join(f"{int(v):>{width}}" for v in cell[r]))
         elif b.key.startswith("count:"):
             v = plan.variable(b.key.split(":", 1)[1])
             out.append("")
