@@ -69,9 +69,10 @@ def test_intervals_reduce_to_greenwood_without_noise():
 
 
 def test_bootstrap_noise_error_matches_the_spread_of_noisy_releases():
-    # one fixed cohort, 200 noisy releases at sigma 3: the bootstrap's noise SE of S at each bin
-    # is close to the actual SD of the released S over releases, and the intervals cover the
-    # cohort's exact S at least 95% of the time (Greenwood's part makes them conservative here)
+    # one fixed cohort, 200 noisy releases at sigma 3 (events about 3 per bin, so clipping is
+    # frequent): the bootstrap's noise SE of S is close to the actual SD of the released S over
+    # releases; the bias-corrected estimate is nearly unbiased for the cohort's exact S where the
+    # clipped one is not; the limits cover the exact S about 95% of the time
     rng = np.random.default_rng(11)
     counts = np.stack([rng.poisson(8, 24), rng.poisson(3, 24)], axis=1)
     exact, _ = km_on_grid(counts)
@@ -80,11 +81,15 @@ def test_bootstrap_noise_error_matches_the_spread_of_noisy_releases():
     releases = counts[None] + noise
     released_s, _ = km_on_grid(postprocess(releases)[0])
     spread = released_s.std(axis=0, ddof=1)
-    ivs = [km_dp_intervals(r, sigma, 200, rng) for r in releases[:40]]
+    ivs = [km_dp_intervals(r, sigma, 200, rng) for r in releases[:100]]
     boot = np.mean([iv.std_err_noise for iv in ivs], axis=0)
     np.testing.assert_allclose(boot[6:], spread[6:], rtol=0.25)
+    sd_mean = spread[12] / math.sqrt(len(ivs))
+    plain_bias = np.mean([iv.estimate_postprocessed[12] for iv in ivs]) - exact[12]
+    corrected_bias = np.mean([iv.estimate[12] for iv in ivs]) - exact[12]
+    assert plain_bias < -3 * sd_mean and abs(corrected_bias) < 3 * sd_mean
     covered = np.mean([(iv.lower[12] <= exact[12] <= iv.upper[12]) for iv in ivs])
-    assert covered >= 0.9
+    assert covered >= 0.85  # nominal 0.95; a binomial(100, 0.95) falls below 86 with p ~ 1e-4
 
 
 def test_noisy_tallies_check_catches_masks_that_did_not_cancel():
