@@ -7,6 +7,7 @@ or partial sum) into an AggregationError instead of an estimate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -44,7 +45,9 @@ def aggregate_replies(plan: Plan, replies: Mapping[str, Reply], check: Check | N
         except ValueError as e:
             raise AggregationError(f"site {name}: {e}; {MISMATCH}") from None
     tallies = Tallies.from_flat(blocks, sum_masked(vectors))
-    (check or check_consistency)(plan, tallies, sum(r.n for r in replies.values()))
+    if check is None:
+        check = check_noisy(len(replies)) if plan.privacy is not None else check_consistency
+    check(plan, tallies, sum(r.n for r in replies.values()))
     return tallies, tuple((name, replies[name].n) for name in sorted(replies))
 
 
@@ -83,3 +86,25 @@ def check_consistency(plan: Plan, tallies: Tallies, n_reported: int) -> None:
                 raise AggregationError(f"block {b.key}: {total} patients + {dropped} dropped != n = {n}; {MISMATCH}")
         elif b.key.startswith("count:") and int(a.sum(dtype=np.int64)) != n:
             raise AggregationError(f"block {b.key}: counts add up to {int(a.sum())}, not n = {n}; {MISMATCH}")
+
+
+def check_noisy(participants: int) -> Check:
+    """The check of a differentially private sum of `participants` noisy shares.
+
+    Exact totals cannot hold under noise; instead every cell and total must lie within what
+    the sum of the sites' noise shares (standard deviation sqrt(P) sigma_i) can explain
+    (coordinator.dp_postprocess.check_noisy_tallies), and n, which every site withholds, must
+    sum to 0.
+    """
+    from coordinator.dp_postprocess import check_noisy_tallies
+    from protocol.dp_plan import noise_parameters
+
+    def check(plan: Plan, tallies: Tallies, n_reported: int) -> None:
+        if tallies.n != 0 or n_reported != 0:
+            raise AggregationError(f"the withheld patient counts do not sum to 0; {MISMATCH}")
+        params = noise_parameters(plan.privacy, plan, participants)  # type: ignore[arg-type]
+        problems = check_noisy_tallies(tallies, math.sqrt(participants) * params.share.sigma)
+        if problems:
+            raise AggregationError(f"{problems[0]}; {MISMATCH}")
+
+    return check

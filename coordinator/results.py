@@ -7,6 +7,7 @@ histogram each analysis reads and lays the numbers out as results.json documents
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -218,12 +219,117 @@ ANALYSES = {"km": _km, "cif": _cif, "logrank": _logrank, "gray": _gray, "rmst": 
 
 def pooled_results(plan: Plan, tallies: Tallies, sites: list[tuple[str, int]]) -> dict[str, Any]:
     """The results.json document for a plan from the consortium's summed tallies."""
+    if plan.privacy is not None:
+        return dp_pooled_results(plan, tallies, sites)
+    return _document(plan, tallies, [{"name": s, "n": int(n)} for s, n in sites])
+
+
+def _document(plan: Plan, tallies: Tallies, sites: list[dict[str, Any]]) -> dict[str, Any]:
     dropped = {k.split(":", 1)[1]: int(tallies[k][0]) for k in tallies.arrays if k.startswith("dropped:")}
     return {
         "plan_sha256": plan.sha256,
         "plan": plan.to_dict(),
-        "sites": [{"name": s, "n": int(n)} for s, n in sites],
+        "sites": sites,
         "n": tallies.n,
         "left_out": {k: v for k, v in dropped.items() if v},
         "analyses": {a.name: ANALYSES[a.kind](tallies, plan, a) for a in plan.analyses},
     }
+
+
+# --------------------------------------------------------------------------- differential privacy
+
+DP_NOTE = "differentially private: these estimates include calibrated noise and cannot equal R"
+
+
+def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) -> dict[str, Any]:
+    """results.json for a plan with a [privacy] table, from the noisy sum of the sites' tallies.
+
+    Every histogram is post-processed (protocol plan's ``privacy.postprocess``; dropped and
+    categorical counts clipped at 0) before any estimator reads it, n is the post-processed
+    size of the first histogram (sites withhold theirs), and Kaplan-Meier standard errors and
+    limits add the noise's variance by parametric bootstrap (coordinator.dp_postprocess.
+    km_dp_intervals). All of it reads only the released sum: post-processing costs no privacy
+    (Dwork & Roth 2014, Proposition 2.1).
+    """
+    from coordinator.dp_postprocess import clip_histogram, postprocess
+    from protocol.dp_plan import noise_parameters
+
+    spec = plan.privacy
+    assert spec is not None
+    params = noise_parameters(spec, plan, len(sites))
+    # every participant adds its share, so the sum carries sqrt(P) sigma_i (the guarantee counts
+    # only the t honest ones)
+    sigma_sum = math.sqrt(len(sites)) * params.share.sigma
+    arrays = dict(noisy.arrays)
+    applied: dict[str, str] = {}
+    for b in noisy.blocks:
+        if b.key.startswith("surv:"):
+            arrays[b.key], pp = postprocess(noisy[b.key], spec.postprocess)
+        elif b.key.startswith(("dropped:", "count:")):
+            arrays[b.key], pp = clip_histogram(noisy[b.key])
+        else:
+            continue
+        applied[b.key] = pp.describe()
+    first = next((b.key for b in noisy.blocks if b.key.startswith(("surv:", "count:"))), None)
+    n = 0
+    if first is not None:
+        n = int(arrays[first].sum())
+        if first.startswith("surv:"):
+            n += int(arrays[first.replace("surv:", "dropped:", 1)].sum())
+    arrays["n"] = np.array([n], dtype=np.int64)
+    released = Tallies(noisy.blocks, arrays)
+    doc = _document(plan, released, [{"name": s, "n": None} for s, _ in sites])
+    seed = int.from_bytes(hashlib.sha256(noisy.flatten().astype("<i8").tobytes()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)  # the same release always gives the same intervals
+    for a in plan.analyses:
+        if a.kind == "km":
+            _dp_km_limits(doc["analyses"][a.name], noisy, plan, a, sigma_sum, rng)
+    doc["privacy"] = {
+        "note": DP_NOTE,
+        "epsilon": params.guarantee.epsilon, "delta": params.guarantee.delta, "sigma": sigma_sum,
+        "mechanism": params.share.mechanism, "parameters": {**params.to_dict(), "sigma_sum": sigma_sum,
+                                                            "participants": len(sites)},
+        "spec": spec.to_dict(),
+        "postprocessing": applied,
+        "intervals": (f"Kaplan-Meier: Greenwood variance plus the noise variance from a parametric bootstrap of "
+                      f"{spec.bootstrap} noise draws, centred on the bootstrap bias-corrected estimate; "
+                      "incidence, log-rank, Gray's test, RMST, medians, proportions and Table 1 are computed "
+                      "from the post-processed counts, and their intervals and tests do not include the noise"),
+    }
+    return doc
+
+
+def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
+                  rng: np.random.Generator) -> None:
+    """Replace a KM result's estimate, std_err and limits by ones that include the noise."""
+    from coordinator.dp_postprocess import km_dp_intervals
+
+    spec = plan.privacy
+    assert spec is not None
+    hist = noisy[surv_key(a.endpoint, a.stratification)]  # type: ignore[arg-type]
+    level, ctype = _conf(plan, a)
+    n_cells = hist.shape[0]
+    for label, counts in _cells(hist, plan, a.strata).items():
+        if a.cause == ANY_CAUSE:
+            events = counts[:, 1:].sum(axis=1)
+            counts, cause = np.stack([counts[:, 0], events], axis=1), 1
+        else:
+            cause = plan.endpoint(a.endpoint).cause_index(a.cause)  # type: ignore[arg-type]
+        # 'all' sums every cell's noise
+        s = sigma * math.sqrt(n_cells) if label == "all" and a.strata else sigma
+        if spec.bootstrap < 2:
+            continue
+        dp = km_dp_intervals(counts, s, spec.bootstrap, rng, cause=cause, method=spec.postprocess,
+                             conf_level=level, conf_type=ctype)
+        st = res["strata"][label]
+        for part, key in (("table", "time"), ("at_times", "time")):
+            block = st.get(part)
+            if not block:
+                continue
+            times = np.asarray(block[key], dtype=float)
+            idx = np.minimum(np.floor(times / plan.bin_width + 1e-9).astype(np.int64), dp.estimate.size - 1)
+            for col, values in (("estimate", dp.estimate), ("std_err", dp.std_err), ("lower", dp.lower),
+                                ("upper", dp.upper)):
+                old = block[col]
+                new = jsonable(np.asarray(values, dtype=float)[idx])
+                block[col] = [None if o is None else v for o, v in zip(old, new)]

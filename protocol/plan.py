@@ -11,9 +11,12 @@ import json
 import math
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from protocol.errors import FedsurvError
+
+if TYPE_CHECKING:
+    from protocol.dp_plan import PrivacySpec
 
 KINDS = ("km", "cif", "logrank", "proportion", "describe", "gray", "rmst")
 CONF_TYPES = ("log-log", "log", "plain")
@@ -143,6 +146,8 @@ class Plan:
     min_count_release: int = 0
     timeout_seconds: float = 120.0
     extra: tuple[tuple[str, Any], ...] = field(default=())
+    # Opt-in distributed differential privacy (protocol/dp_plan.py); None answers exactly.
+    privacy: PrivacySpec | None = None
 
     def endpoint(self, name: str) -> Endpoint:
         for e in self.endpoints:
@@ -426,7 +431,7 @@ def load_plan(path: str) -> Plan:
 
 
 def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
-    _check_keys(doc, {"plan", "endpoints", "variables", "analyses"}, "top level")
+    _check_keys(doc, {"plan", "endpoints", "variables", "analyses", "privacy"}, "top level")
     head = doc.get("plan")
     if not isinstance(head, dict):
         raise PlanError("plan: missing [plan] table")
@@ -483,7 +488,8 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
                 raise PlanError(f"analyses[{i}] ({a.name}).times: {tt:g} is past plan.horizon ({horizon:g})")
         if a.tau is not None and a.tau > horizon:
             raise PlanError(f"analyses[{i}] ({a.name}).tau: past plan.horizon ({horizon:g})")
-    return Plan(
+    privacy = _parse_privacy(doc["privacy"]) if "privacy" in doc else None
+    plan = Plan(
         title=title,
         time_unit=time_unit,
         bin_width=bin_width,
@@ -496,7 +502,25 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
         analyses=tuple(analyses),
         min_count_release=mcr,
         timeout_seconds=float(timeout),
+        privacy=privacy,
     )
+    if privacy is not None:
+        from protocol.dp_plan import dp_refusals
+
+        refusals = dp_refusals(plan)
+        if refusals:
+            raise PlanError(f"privacy: {refusals[0]}")
+    return plan
+
+
+def _parse_privacy(table: Any) -> PrivacySpec | None:
+    # Imported here: plans without [privacy] never load the accounting (and scipy's optimiser).
+    from protocol.dp_plan import PrivacyPlanError, parse_privacy
+
+    try:
+        return parse_privacy(table)
+    except PrivacyPlanError as e:
+        raise PlanError(str(e)) from None
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -534,4 +558,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             if val != getattr(defaults, k) or (k == "method" and a.kind == "proportion"):
                 d[k] = list(val) if isinstance(val, tuple) else val
         ans.append(d)
-    return {"plan": head, "endpoints": eps, "variables": vs, "analyses": ans}
+    doc = {"plan": head, "endpoints": eps, "variables": vs, "analyses": ans}
+    if plan.privacy is not None:
+        # Only when set: a plan without the table keeps the canonical form (and hash) it always had.
+        doc["privacy"] = plan.privacy.to_dict()
+    return doc

@@ -18,8 +18,8 @@ A TOML file read only at the site (example: fedsurv/examples/policy.toml)::
 
 Only ``kinds`` and ``variables`` are required; the rest default to the values shown
 (``finest_bin_width`` to 1 day). A refusal always says which rule applied. An optional
-``[privacy]`` table (differential privacy budget, site_node/dp_ledger.py) is kept as
-``Policy.privacy`` for that module to parse.
+``[privacy]`` table (the differential privacy budget, site_node/dp_ledger.py) is validated
+here, kept raw as ``Policy.privacy`` and parsed as ``Policy.privacy_policy``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 from protocol.errors import FedsurvError
 from protocol.plan import DAYS_PER_UNIT, KINDS, TIME_UNITS, Plan
 from protocol.tallies import CELL_SEPARATOR, Tallies, cell_labels, described_variables, stratifications, surv_key
+from site_node.dp_ledger import PrivacyPolicy, PrivacyPolicyError, parse_privacy_policy
 
 ABSOLUTE_MIN_SITES = 3
 
@@ -64,6 +65,11 @@ class Policy:
     def required_sites(self) -> int:
         return max(ABSOLUTE_MIN_SITES, self.min_sites)
 
+    @property
+    def privacy_policy(self) -> PrivacyPolicy | None:
+        """The ``[privacy]`` table as site_node.dp_ledger reads it (None: no DP budget)."""
+        return parse_privacy_policy(self.privacy)
+
 
 _KEYS = {"site", "kinds", "variables", "endpoints", "finest_bin_width", "time_unit", "min_stratum_size",
          "min_sites", "max_queries_per_day", "same_plan_other_sites", "rerun_after_dropout",
@@ -81,6 +87,10 @@ def parse_policy(text: str, where: str = "policy") -> Policy:
     privacy = doc.get("privacy")
     if privacy is not None and not isinstance(privacy, dict):
         raise PolicyError(f"{where}: privacy: expected a [privacy] table")
+    try:
+        parse_privacy_policy(privacy, where)
+    except PrivacyPolicyError as e:
+        raise PolicyError(str(e)) from None
     unknown = sorted(set(t) - _KEYS)
     if unknown:
         raise PolicyError(f"{where}: policy.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_KEYS))})")

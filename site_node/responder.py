@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.dp_plan import NoiseParameters, PrivacyPlanError, noise_parameters
 from protocol.errors import FedsurvError, RefusedError
 from protocol.keys import PartyKeys, b64
 from protocol.masking import Masker, payload_bytes
@@ -52,6 +54,8 @@ from protocol.query import AWAITING_APPROVAL, MessageError, Query, Reply, decode
 from protocol.roster import Roster
 from protocol.tallies import Tallies
 from site_node.audit import AuditLog
+from site_node.dp_ledger import BudgetDecision, budget_decision, ledger_from_records
+from site_node.dp_noise import add_noise_shares
 from site_node.policy import Policy, participant_reasons, plan_reasons, small_strata
 from site_node.prepared import PreparedData
 from site_node.tally import compute_tallies
@@ -81,6 +85,11 @@ def block_digests(tallies: Tallies) -> list[str]:
     return sorted(set(out))
 
 
+def budget_summary(d: BudgetDecision) -> dict[str, Any]:
+    """The budget decision as JSON; an unlimited remainder (no policy budget) is null."""
+    return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in d.summary().items()}
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -98,6 +107,7 @@ class Preview:
     decision: Decision
     left_out: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    privacy: dict[str, Any] | None = None  # noise and budget (BudgetDecision.summary) under DP
 
 
 class _Refuse(Exception):
@@ -218,8 +228,12 @@ class SiteNode:
                 raise _Refuse("refused", small)
             if not self.policy.same_plan_other_sites:
                 self._check_differencing(query, record)
-            if self.policy.manual_approval:
-                self._check_approval(query, plan, record)
+        dp = self._privacy_budget(plan, query, record)
+        if self.policy is not None and self.policy.manual_approval:
+            self._check_approval(query, plan, record)
+        if dp is not None:
+            # After every check on the exact tallies; only the noisy share is masked and sent.
+            tallies = add_noise_shares(tallies, dp.share)
         if self._before_masking is not None:
             try:
                 tallies = self._before_masking(plan, query, tallies, record)
@@ -230,6 +244,33 @@ class SiteNode:
         record.update(decision="ok", reasons=[])
         return Reply(self.name, query.query_id, query.plan_sha256, "ok", "", tallies.n, payload_bytes(masked),
                      final=True)
+
+    def _privacy_budget(self, plan: Plan, query: Query, record: dict[str, Any]) -> NoiseParameters | None:
+        """The noise this site adds under the plan's [privacy] table, if its budget allows it.
+
+        Refuses a DP plan whose noise cannot be set (too few honest sites) or that the policy's
+        [privacy] budget does not cover, and a plan without DP when the policy requires it. The
+        ledger is the audit log's "dp_spend" entries; this answer's spend is recorded with it.
+        """
+        privacy = self.policy.privacy_policy if self.policy is not None else None
+        if plan.privacy is None and privacy is None:
+            return None
+        params = None
+        if plan.privacy is not None:
+            try:
+                params = noise_parameters(plan.privacy, plan, len(query.participants))
+            except PrivacyPlanError as e:
+                raise _Refuse("refused", [f"differential privacy: {e}"]) from None
+        d = budget_decision(privacy, ledger_from_records(self.audit.entries), plan.privacy, params,
+                            query.query_id, query.plan_sha256)
+        record["dp_budget"] = budget_summary(d)
+        if not d.allowed:
+            raise _Refuse("refused", list(d.reasons))
+        if params is None:
+            return None
+        record["dp"] = params.to_dict()
+        record["dp_spend"] = d.spend.record() if d.spend is not None else None
+        return params
 
     def _check_envelope(self, query: Query, now: float, record: dict[str, Any]) -> None:
         # Replays first: whatever else is wrong with a query id already decided, the answer
@@ -350,18 +391,42 @@ class SiteNode:
         return preview(self.name, plan, self._load_data(plan), self.policy)
 
 
-def preview(site: str, plan: Plan, data: PreparedData, policy: Policy | None) -> Preview:
-    """What `site` would contribute to `plan` from `data`, and its policy's decision on it."""
+def preview(site: str, plan: Plan, data: PreparedData, policy: Policy | None,
+            audit_records: list[dict[str, Any]] | None = None, participants: int | None = None) -> Preview:
+    """What `site` would contribute to `plan` from `data`, and its policy's decision on it.
+
+    Under differential privacy (the plan's or the policy's [privacy] table) the preview also
+    holds the budget the plan would spend and what would remain, from the ledger in
+    `audit_records` (the site's audit log), assuming `participants` sites (default: the
+    fewest the policy accepts).
+    """
     tallies = compute_tallies(plan, data)
     reasons: list[str] = []
+    privacy_info: dict[str, Any] | None = None
+    privacy = policy.privacy_policy if policy is not None else None
+    if plan.privacy is not None or privacy is not None:
+        k = participants or (policy.required_sites if policy is not None else 3)
+        params = None
+        if plan.privacy is not None:
+            try:
+                params = noise_parameters(plan.privacy, plan, k)
+            except PrivacyPlanError as e:
+                reasons.append(f"differential privacy: {e}")
+        d = budget_decision(privacy, ledger_from_records(audit_records or []), plan.privacy, params,
+                            "preview", plan.sha256)
+        reasons += list(d.reasons)
+        privacy_info = {"participants": k, "noise": params.to_dict() if params else None, "budget": budget_summary(d)}
     notes = [("only the masked form of these tallies leaves the site; the coordinator sees only their sum "
               "over all participating sites")]
     if policy is not None:
-        reasons = plan_reasons(policy, plan) + small_strata(plan, tallies, policy.min_stratum_size)
+        reasons = plan_reasons(policy, plan) + small_strata(plan, tallies, policy.min_stratum_size) + reasons
         notes.append(f"checked when a query arrives: at least {policy.required_sites} participants, expiry, "
                      f"replay, at most {policy.max_queries_per_day} answers a day, no differencing"
                      + (", manual approval" if policy.manual_approval else ""))
     else:
         notes.append("no policy given: nothing would be refused")
+    if privacy_info is not None and privacy_info["noise"] is not None:
+        notes.append("these are the exact tallies; noise is added to every histogram and count cell before "
+                      "masking, and n is withheld")
     return Preview(site, plan.sha256, tallies.n, tallies, Decision(not reasons, tuple(reasons)),
-                   dict(data.left_out), tuple(notes))
+                   dict(data.left_out), tuple(notes), privacy_info)
