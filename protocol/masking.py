@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from protocol.keys import PartyKeys
@@ -87,12 +88,18 @@ class Masker:
     def __init__(self, keys: PartyKeys):
         self._keys = keys
         self._prks: dict[bytes, bytes] = {}
+        # Loading the private key costs as much as the exchange itself (~0.1 ms); load it once.
+        self._own: X25519PrivateKey | None = None
 
     def _prk(self, peer_public: bytes) -> bytes:
         """HKDF-Extract of the X25519 secret shared with a peer (static, so computed once)."""
         prk = self._prks.get(peer_public)
         if prk is None:
-            prk = self._prks[peer_public] = hkdf_extract(self._keys.shared_secret(peer_public))
+            if self._own is None:
+                self._own = X25519PrivateKey.from_private_bytes(self._keys.masking_private)
+            # The same secret as PartyKeys.shared_secret, without reloading the private key.
+            secret = self._own.exchange(X25519PublicKey.from_public_bytes(peer_public))
+            prk = self._prks[peer_public] = hkdf_extract(secret)
         return prk
 
     def _pair_keys(self, others: Sequence[str], query_id: str, plan_sha256: str, participants: Sequence[str],
