@@ -235,6 +235,7 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 .note{background:var(--bg-soft);border-left:4px solid var(--accent);padding:.6rem .9rem;margin:1rem 0;
  font-size:.93rem}
 .warn{border-left-color:#b45309}
+.dp-label{font-size:.9rem;color:#7c2d12;background:#fff7ed;border-left:3px solid #b45309;padding:.3rem .6rem}
 nav.toc{background:var(--bg-soft);padding:.6rem 1rem;border-radius:4px;margin:1rem 0}
 nav.toc ol{margin:.3rem 0;padding-left:1.3rem}
 nav.toc a{color:var(--accent);text-decoration:none}
@@ -868,6 +869,37 @@ def _aggregation_html(ctx: _Context) -> str:
     return "".join(out)
 
 
+_MECHANISMS = {"gaussian": "discrete Gaussian", "skellam": "Skellam"}
+
+
+def dp_parameters_text(dp: Mapping[str, Any]) -> str:
+    """"ε = 3, δ = 1e-06, σ = 10.8 per cell, discrete Gaussian noise" for a DP release."""
+    eps, delta, sigma = _num(dp.get("epsilon")), _num(dp.get("delta")), _num(dp.get("sigma"))
+    mech = _MECHANISMS.get(str(dp.get("mechanism")), str(dp.get("mechanism")))
+    return (f"\u03b5 = {eps:.3g}, \u03b4 = {delta:.3g}, \u03c3 = {sigma:.3g} per cell, {mech} noise"
+            if None not in (eps, delta, sigma) else f"{mech} noise")
+
+
+def _dp_banner(dp: Mapping[str, Any]) -> str:
+    params = dp.get("parameters") or {}
+    who = ""
+    if params.get("participants") and params.get("honest_sites"):
+        who = (f" Each of the {params['participants']} sites added its share before masking; the guarantee "
+               f"holds as long as {params['honest_sites']} of them did so honestly, and no party, the "
+               f"coordinator included, can remove the noise.")
+    return (f'<div class="note warn dp" role="note" id="dp"><strong>Differentially private release '
+            f'({_e(dp_parameters_text(dp))}).</strong> Every estimate, count and test in this report '
+            f'includes calibrated noise: it cannot equal R on the pooled rows, and small differences between '
+            f'groups may be noise.{_e(who)} {_e(str(dp.get("intervals") or ""))}.</div>')
+
+
+def _dp_label(dp: Mapping[str, Any], kind: Any) -> str:
+    covered = ("its confidence limits include the noise" if kind == "km" else
+               "its intervals and tests do not include the noise")
+    return _p(f"Differentially private estimate ({dp_parameters_text(dp)}): computed from noisy, "
+              f"post-processed counts; {covered}.", "dp-label")
+
+
 def render_report(
     results: Mapping[str, Any],
     *,
@@ -908,6 +940,10 @@ def render_report(
              ("Confidence intervals", (f"{ctx.ci}, {head.get('conf_type') or 'log'} transformation for survival "
                                       f"and incidence")),
              ("Smallest count released", str(rule.min_count) if rule.active else "no limit")]
+    dp = results.get("privacy") if isinstance(results.get("privacy"), Mapping) else None
+    if dp:
+        facts.append(("Differential privacy", dp_parameters_text(dp)))
+        body.insert(1, _dp_banner(dp))
     body.append(_facts(facts, {"Plan hash (SHA-256)": hash_html}))
     summary_at = len(body)
     body.append(f'<div class="note">{_e(rule.statement())}</div>')
@@ -926,8 +962,11 @@ def render_report(
     # Sites.
     st = _Table(["Site", "Patients"], numeric=[False, True])
     for s in sites:
-        st.row([s.get("name"), ctx.count(s.get("n"))], counts=(1,))
-    if sites:
+        withheld = dp and s.get("n") is None
+        st.row([s.get("name"), "withheld (DP)" if withheld else ctx.count(s.get("n"))], counts=() if withheld else (1,))
+    if sites and dp:
+        st.row(["Total (noisy)", ctx.count(n_total)], counts=(1,), cls="group")
+    elif sites:
         st.row(["Total", ctx.count(total)], counts=(1,), cls="group")
     body.append('<section id="sites"><h2>Participating sites</h2>'
                 + _p("Each site computed its tallies locally; only their masked sum reached the coordinator.")
@@ -956,10 +995,13 @@ def render_report(
         if a.get("groups"):
             what.append("groups " + str(a["groups"]))
         sub = (" \u00b7 ".join(what) + " \u00b7 " if what else "") + f"data: {fname}.csv"
+        label = _dp_label(dp, kind) if dp else ""
         body.append(f'<section id="a-{_e(slug(name))}"><h2><span class="kind">{_e(_KIND_NAMES.get(kind, kind))}</span>'
-                    f'{_e(name)}</h2>{_p(sub, "muted")}{section}</section>')
+                    f'{_e(name)}</h2>{_p(sub, "muted")}{label}{section}</section>')
     if ctx.headlines:
-        items = "".join(f'<li><a href="#a-{_e(slug(n))}">{_e(n)}</a>: {_e(text)}</li>' for n, text in ctx.headlines)
+        tag = " (differentially private)" if dp else ""
+        items = "".join(f'<li><a href="#a-{_e(slug(n))}">{_e(n)}</a>{tag}: {_e(text)}</li>'
+                        for n, text in ctx.headlines)
         body.insert(summary_at, f'<section id="summary" class="summary"><h2>Main results</h2><ul>{items}</ul></section>')
     # The plan.
     plan_doc = results.get("plan") or {}

@@ -22,9 +22,18 @@ def summarize(results: dict[str, Any]) -> str:
     plan = results["plan"]["plan"]
     unit = plan["time_unit"]
     level = plan["conf_level"]
-    lines = [f"{plan['title']}", f"plan {results['plan_sha256'][:16]}…  conf.type {plan['conf_type']}",
-             "sites: " + ", ".join(f"{s['name']} ({s['n']})" for s in results["sites"])
-             + f"  total {sum(s['n'] for s in results['sites'])}", ""]
+    lines = [f"{plan['title']}", f"plan {results['plan_sha256'][:16]}…  conf.type {plan['conf_type']}"]
+    dp = results.get("privacy")
+    if dp:
+        # Sites withhold their exact counts under DP; the total is the noisy histogram's.
+        lines.append("sites: " + ", ".join(s["name"] for s in results["sites"]) + f"  total about {results.get('n')}")
+        lines.append(f"DIFFERENTIALLY PRIVATE: epsilon {dp['epsilon']:.3g}, delta {dp['delta']:.3g}, "
+                     f"noise sigma {dp['sigma']:.3g} per cell ({dp['mechanism']}); estimates include calibrated "
+                     f"noise and cannot equal R")
+    else:
+        lines.append("sites: " + ", ".join(f"{s['name']} ({s['n']})" for s in results["sites"])
+                     + f"  total {sum(s['n'] for s in results['sites'])}")
+    lines.append("")
     for name, a in results["analyses"].items():
         kind = a["kind"]
         if kind == "km":

@@ -29,9 +29,31 @@ def preview_dict(pv: Any, plan: Any) -> dict[str, Any]:
             entry["bin_times"] = plan.bin_times().tolist()
             entry["outcomes"] = ["censored"] + [c.name for c in plan.endpoint(ep).causes]
         blocks[b.key] = entry
-    return {"site": pv.site, "plan_sha256": pv.plan_sha256, "n": pv.n,
-            "decision": {"allowed": pv.decision.allowed, "reasons": list(pv.decision.reasons)},
-            "left_out": pv.left_out, "notes": list(pv.notes), "blocks": blocks}
+    out = {"site": pv.site, "plan_sha256": pv.plan_sha256, "n": pv.n,
+           "decision": {"allowed": pv.decision.allowed, "reasons": list(pv.decision.reasons)},
+           "left_out": pv.left_out, "notes": list(pv.notes), "blocks": blocks}
+    if pv.privacy is not None:
+        out["privacy"] = pv.privacy
+    return out
+
+
+def privacy_text(info: dict[str, Any]) -> list[str]:
+    """The DP budget lines of a preview: what the plan would spend and what would remain."""
+    b = info["budget"]
+    noise = info.get("noise")
+    out = ["differential privacy:"]
+    if noise:
+        out.append(f"  noise: sigma {noise['sigma_total']:.3g} in the sum ({noise['mechanism']}; this site's share "
+                   f"sigma {noise['sigma_site']:.3g}), assuming {info['participants']} participants of which "
+                   f"{noise['honest_sites']} honest; {noise['histograms_per_patient']} noisy histogram(s) per patient")
+        out.append(f"  this plan would spend: epsilon {b['this_query_epsilon']:.4g} at delta {noise['delta']:g}")
+    else:
+        out.append("  the plan has no [privacy] table: it would be answered exactly")
+    remaining = "unlimited (no [privacy] budget in the policy)" if b["remaining_epsilon"] is None \
+        else f"{b['remaining_epsilon']:.4g}"
+    out.append(f"  spent so far (audit log): epsilon {b['spent_epsilon']:.4g}; total after this plan "
+               f"{b['total_epsilon_after']:.4g}; remaining {remaining}")
+    return out
 
 
 def preview_text(pv: Any, plan: Any) -> str:
@@ -42,6 +64,8 @@ def preview_text(pv: Any, plan: Any) -> str:
         out.append(f"left out on purpose: {k} ({reason})")
     out.append("decision: " + ("ALLOWED" if pv.decision.allowed else "REFUSED"))
     out += [f"  - {r}" for r in pv.decision.reasons]
+    if pv.privacy is not None:
+        out += privacy_text(pv.privacy)
     for b in pv.tallies.blocks:
         a = pv.tallies[b.key]
         if b.key.startswith("surv:"):
@@ -82,11 +106,16 @@ def preview_text(pv: Any, plan: Any) -> str:
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", default="this site", help="The site's name, for the printout.")
 @click.option("--json", "as_json", is_flag=True, help="Print the preview as JSON.")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The site's audit log: its privacy budget ledger (differential privacy).")
+@click.option("--participants", type=click.IntRange(min=1),
+              help="Sites assumed to take part, for the privacy noise (default: the policy's minimum, or 3).")
 def preview_command(plan_path: Path, data: Path, mapping: Path | None, policy_path: Path | None, name: str,
-                    as_json: bool) -> None:
+                    as_json: bool, audit_path: Path | None, participants: int | None) -> None:
     """Show the exact tallies this site would contribute to a plan, and its policy's decision.
 
-    Nothing is sent: this reads the files and prints. Exit status 1 if the policy refuses.
+    Under differential privacy it also shows the budget the plan would spend and what would
+    remain. Nothing is sent: this reads the files and prints. Exit status 1 if the policy refuses.
     """
     from protocol.plan import load_plan
     from site_node.mapping import load_mapping
@@ -96,10 +125,26 @@ def preview_command(plan_path: Path, data: Path, mapping: Path | None, policy_pa
 
     plan = load_plan(str(plan_path))
     prepared = prepare_site_data(plan, data, load_mapping(mapping) if mapping else None)
-    pv = preview(name, plan, prepared, load_policy(policy_path) if policy_path else None)
+    records = _audit_records(audit_path) if audit_path else None
+    pv = preview(name, plan, prepared, load_policy(policy_path) if policy_path else None,
+                 audit_records=records, participants=participants)
     click.echo(json.dumps(preview_dict(pv, plan), indent=1) if as_json else preview_text(pv, plan))
     if not pv.decision.allowed:
         sys.exit(1)
+
+
+def _audit_records(path: Path) -> list[dict[str, Any]]:
+    """The audit log's verified entries (a missing log is an empty ledger)."""
+    from site_node.audit import verify_log
+
+    if not path.exists():
+        return []
+    ver, entries = verify_log(path)
+    if not ver.ok:
+        # A ledger read from a broken chain could under-count what was spent.
+        raise click.ClickException(f"{path}: the audit log does not verify ({ver.message}); "
+                                   f"its privacy budget cannot be trusted")
+    return entries
 
 
 def _approvals_dir(state: Path, query_id: str) -> Path:

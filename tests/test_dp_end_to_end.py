@@ -1,0 +1,266 @@
+"""Differential privacy end to end: a plan with [privacy] through `fedsurv run`'s code path.
+
+Sites add their noise share before masking and withhold n, keep a budget ledger in their
+audit log and refuse past it; the coordinator checks the noisy sum for plausibility and
+labels every estimate. Without [privacy] nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from consortium import split_sites
+from coordinator.report_html import render_report
+from coordinator.results import pooled_results
+from fedsurv.cli import _load_commands
+from fedsurv.groups import root
+from fedsurv.runner import prepare_all, run_in_process
+from fedsurv.site_input import SiteInput
+from protocol.errors import AggregationError
+from protocol.plan import PlanError, parse_plan, plan_from_dict
+from protocol.tallies import surv_key
+from r_reference import DATA
+from site_node.tally import compute_tallies
+
+BASE = """
+[plan]
+title = "lung, DP"
+time_unit = "days"
+bin_width = 30
+horizon = 1080
+conf_type = "log-log"
+
+[endpoints.os]
+time = "time"
+event = "event"
+causes = { 1 = "death" }
+
+[variables.sex]
+levels = ["1", "2"]
+
+[[analyses]]
+name = "os"
+kind = "km"
+endpoint = "os"
+cause = "death"
+times = [180, 360]
+
+[[analyses]]
+name = "os_by_sex"
+kind = "logrank"
+endpoint = "os"
+cause = "death"
+groups = "sex"
+
+[[analyses]]
+name = "t1"
+kind = "describe"
+variables = ["sex"]
+"""
+
+PRIVACY = """
+[privacy]
+epsilon = 3.0
+delta = 1e-6
+colluding_sites = 1
+deduplicated = true
+postprocess = "isotonic"
+bootstrap = 200
+"""
+
+POLICY = """
+[policy]
+kinds = ["km", "logrank", "describe"]
+variables = ["sex"]
+min_stratum_size = 3
+
+[privacy]
+epsilon_per_query = 3.0
+total_epsilon = 4.0
+colluding_sites = 1
+deduplicated = true
+"""
+
+
+@pytest.fixture(scope="module")
+def lung_sites(tmp_path_factory) -> list[SiteInput]:
+    df = pd.read_csv(DATA / "lung.csv")
+    return split_sites(df, np.arange(len(df)) % 4, tmp_path_factory.mktemp("lung4"))
+
+
+def km_noise_sd(counts: np.ndarray, b: int, sigma: float) -> float:
+    """SD of the Kaplan-Meier S at bin b under independent N(0, sigma^2) noise on every cell.
+
+    Delta method on log S(b) = sum_{j <= b} log(1 - d_j / n_j), n_j = sum_{k >= j} (d_k + c_k):
+    a cell of bin k moves n_j for every j <= k, by d log(1 - d/n)/dn = d / (n (n - d)), and an
+    event cell of bin k <= b moves d_k, by -1 / (n_k - d_k). Var log S = sigma^2 sum_cells g^2.
+    """
+    d, c = counts[:, 1].astype(float), counts[:, 0].astype(float)
+    n = np.cumsum((d + c)[::-1])[::-1]
+    d_b, n_b = d[: b + 1], n[: b + 1]  # bins up to b, all with patients at risk here
+    w = np.zeros(n.size)
+    w[: b + 1] = d_b / (n_b * (n_b - d_b))
+    via_n = np.cumsum(w)  # a cell of bin k moves n_j for j <= min(k, b)
+    g_censor = via_n
+    g_event = via_n.copy()
+    g_event[: b + 1] -= 1.0 / (n_b - d_b)
+    s = np.prod(1 - d_b / n_b)
+    return float(s * sigma * math.sqrt((g_censor**2).sum() + (g_event**2).sum()))
+
+
+def test_a_dp_plan_runs_end_to_end_with_labelled_noisy_results(lung_sites, tmp_path):
+    plan = parse_plan(BASE + PRIVACY)
+    exact_plan = parse_plan(BASE)
+    results, outcome = run_in_process(plan, lung_sites, audit_dir=tmp_path / "audit")
+    dp = results["privacy"]
+    assert dp["epsilon"] <= 3.0 * (1 + 1e-7) and dp["delta"] == 1e-6
+    assert "cannot equal R" in dp["note"]
+    # m = 3 blocks per patient (two histograms, one count), deduplicated: sigma = 1.64 sqrt(3) in
+    # the guarantee (published sigma for epsilon 3 at delta 1e-6 is 1.64, issue 9)
+    assert dp["parameters"]["sigma_target"] == pytest.approx(1.64 * math.sqrt(3), rel=0.01)
+    # 4 sites each add sigma_i = sigma / sqrt(t = 3), so the sum carries sqrt(4 / 3) sigma
+    assert dp["sigma"] == pytest.approx(dp["parameters"]["sigma_site"] * 2, rel=1e-12)
+    assert all(s["n"] is None for s in results["sites"])
+    assert set(dp["postprocessing"]) == {"surv:os:", "dropped:os:", "surv:os:sex", "dropped:os:sex", "count:sex"}
+    assert outcome.tallies.n == 0  # every site withheld its n
+    # S(t) near the exact pooled estimate: within 6 SDs of the noise (delta method on the exact
+    # counts) plus 0.03 for what post-processing and its bias correction may move
+    exact = pooled_results(exact_plan, sum_tallies(exact_plan, lung_sites), [])
+    counts = sum_tallies(exact_plan, lung_sites)[surv_key("os", ())][0]
+    at = results["analyses"]["os"]["strata"]["all"]["at_times"]
+    ex = exact["analyses"]["os"]["strata"]["all"]["at_times"]
+    for i, t in enumerate((180, 360)):
+        bound = 6 * km_noise_sd(counts, int(t // 30), dp["sigma"]) + 0.03
+        assert abs(at["estimate"][i] - ex["estimate"][i]) < bound
+        assert at["lower"][i] <= at["estimate"][i] <= at["upper"][i]
+    # the noise widens the limits beyond Greenwood's alone
+    assert at["upper"][1] - at["lower"][1] > ex["upper"][1] - ex["lower"][1]
+    # every site's audit entry records the noise and the spend
+    for s in lung_sites:
+        entry = [json.loads(x) for x in (tmp_path / "audit" / f"{s.name}.jsonl").read_text().splitlines()][-1]
+        assert entry["decision"] == "ok" and entry["dp"]["mechanism"] == "gaussian"
+        assert entry["dp_spend"]["epsilon"] == pytest.approx(dp["epsilon"])
+
+
+def sum_tallies(plan, sites):
+    """The exact (unmasked, noiseless) sum of the sites' tallies."""
+    return _add(plan, prepare_all(plan, sites))
+
+
+def _add(plan, prepared):
+    it = iter(prepared.values())
+    total = compute_tallies(plan, next(it))
+    for p in it:
+        total = total + compute_tallies(plan, p)
+    return total
+
+
+def test_the_coordinator_receives_noise_that_differs_from_run_to_run(lung_sites):
+    plan = parse_plan(BASE + PRIVACY)
+    exact = sum_tallies(parse_plan(BASE), lung_sites).flatten()
+    a = run_in_process(plan, lung_sites)[1].tallies.flatten()
+    b = run_in_process(plan, lung_sites)[1].tallies.flatten()
+    assert not np.array_equal(a, b)
+    assert not np.array_equal(a[1:], exact[1:]) and not np.array_equal(b[1:], exact[1:])
+    # noise, not garbage: the difference to the exact sum stays within 12 sigma everywhere
+    sigma = 2 * 1.64 * math.sqrt(3) / math.sqrt(3)
+    assert np.abs(a[1:] - exact[1:]).max() < 12 * sigma + 1
+
+
+def test_a_site_refuses_a_plan_past_its_budget_naming_it(lung_sites, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    sites = [SiteInput(s.name, s.data, policy=policy) for s in lung_sites]
+    plan = parse_plan(BASE + PRIVACY)
+    run_in_process(plan, sites, audit_dir=tmp_path / "audit")
+    ledger = [json.loads(x) for x in (tmp_path / "audit" / "site00.jsonl").read_text().splitlines()]
+    assert [e["dp_spend"]["epsilon"] for e in ledger if e.get("dp_spend")] == [pytest.approx(3.0, rel=1e-3)]
+    with pytest.raises(AggregationError, match=r"above its budget of 4 .*privacy.total_epsilon"):
+        run_in_process(plan, sites, audit_dir=tmp_path / "audit")
+    last = [json.loads(x) for x in (tmp_path / "audit" / "site00.jsonl").read_text().splitlines()][-1]
+    assert last["decision"] == "refused" and last["dp_budget"]["spent_epsilon"] == pytest.approx(3.0, rel=1e-3)
+    # `fedsurv site preview` shows the spend and what remains
+    out = cli(["site", "preview", "--plan", str(write(tmp_path / "p.toml", BASE + PRIVACY)),
+                                    "--data", str(lung_sites[0].data), "--policy", str(policy),
+                                    "--audit", str(tmp_path / "audit" / "site00.jsonl"), "--participants", "4"])
+    assert out.exit_code == 1, out.output
+    assert "this plan would spend: epsilon 3" in out.output
+    assert "spent so far (audit log): epsilon 3" in out.output and "remaining 1" in out.output
+
+
+def test_a_policy_requiring_dp_refuses_an_exact_plan(lung_sites, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    sites = [SiteInput(s.name, s.data, policy=policy) for s in lung_sites]
+    with pytest.raises(AggregationError, match="answers only differentially private plans"):
+        run_in_process(parse_plan(BASE), sites)
+
+
+def cli(args: list[str]):
+    _load_commands()
+    return CliRunner().invoke(root, args)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_plans_dp_cannot_cover_are_refused():
+    numeric = BASE.replace('[variables.sex]', '[variables.age]\ntype = "numeric"\nrange = [0, 110]\n\n[variables.sex]')
+    numeric = numeric.replace('variables = ["sex"]', 'variables = ["sex", "age"]')
+    parse_plan(numeric)  # exact: fine
+    with pytest.raises(PlanError, match="privacy: analysis 't1': numeric variable 'age'"):
+        parse_plan(numeric + PRIVACY)
+    cox = BASE + '\n[[analyses]]\nname = "m"\nkind = "cox"\nendpoint = "os"\n'
+    with pytest.raises(PlanError, match="kind"):
+        parse_plan(cox + PRIVACY)
+    with pytest.raises(PlanError, match="privacy.epsilon: missing"):
+        parse_plan(BASE + "\n[privacy]\ndelta = 1e-6\n")
+    with pytest.raises(PlanError, match="privacy.colour: unknown key"):
+        parse_plan(BASE + "\n[privacy]\nepsilon = 1\ncolour = 1\n")
+
+
+def test_the_privacy_table_is_part_of_the_plan_and_its_hash():
+    plan = parse_plan(BASE + PRIVACY)
+    assert plan_from_dict(json.loads(plan.canonical_json())) == plan
+    assert json.loads(plan.canonical_json())["privacy"]["epsilon"] == 3.0
+    assert plan.sha256 != parse_plan(BASE).sha256
+    hash(plan)
+
+
+def test_without_privacy_nothing_changes(lung_sites):
+    plan = parse_plan(BASE)
+    off = parse_plan(BASE + "\n[privacy]\nenabled = false\nepsilon = 1\n")
+    assert off == plan and off.sha256 == plan.sha256 and "privacy" not in json.loads(plan.canonical_json())
+    results, outcome = run_in_process(plan, lung_sites)
+    again, _ = run_in_process(off, lung_sites)
+    exact = sum_tallies(plan, lung_sites)
+    assert np.array_equal(outcome.tallies.flatten(), exact.flatten())
+    assert results["analyses"] == again["analyses"] == pooled_results(plan, exact, [])["analyses"]
+    assert "privacy" not in results and all(isinstance(s["n"], int) for s in results["sites"])
+    assert "Differentially private" not in render_report(results)[0]
+
+
+def test_fedsurv_run_labels_the_summary_and_the_report(lung_sites, tmp_path):
+    plan = write(tmp_path / "dp.toml", BASE + PRIVACY)
+    args = ["run", "--plan", str(plan), "--out", str(tmp_path / "out")]
+    for s in lung_sites:
+        args += ["--site", f"{s.name}={s.data}"]
+    out = cli(args)
+    assert out.exit_code == 0, out.output
+    assert "DIFFERENTIALLY PRIVATE: epsilon 3, delta 1e-06" in out.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    html = (tmp_path / "out" / "report.html").read_text()
+    sigma = results["privacy"]["sigma"]
+    assert f"Differentially private release (\u03b5 = 3, \u03b4 = 1e-06, \u03c3 = {sigma:.3g} per cell, " \
+           f"discrete Gaussian noise)" in html
+    assert html.count('class="dp-label"') == len(results["analyses"])
+    assert "withheld (DP)" in html
