@@ -61,6 +61,18 @@ class FineGrayBinSums:
     def flat(self) -> np.ndarray:
         return np.concatenate([getattr(self, k).ravel() for k in _FIELDS])
 
+    @classmethod
+    def from_flat(cls, vec: np.ndarray, n_bins: int, p: int) -> FineGrayBinSums:
+        out, pos = {}, 0
+        for k in _FIELDS:
+            shape = (n_bins, N_OUTCOMES) + (p,) * k.count("x")
+            size = int(np.prod(shape))
+            out[k] = np.asarray(vec[pos:pos + size], dtype=float).reshape(shape)
+            pos += size
+        if pos != len(vec):
+            raise ValueError(f"expected {pos} values for {n_bins} bins and {p} covariates, got {len(vec)}")
+        return cls(**out)
+
 
 _FIELDS = ("n", "x", "xx", "r", "rx", "rxx", "r2", "r2x", "r2xx")
 
