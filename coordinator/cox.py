@@ -270,7 +270,8 @@ class CoxResult:
 
 
 def _chol(info: np.ndarray):
-    """Cholesky of the information; R's cholesky2 declares a pivot below toler.chol singular."""
+    """Cholesky of the information (R: cholesky2); a matrix that is not positive definite is
+    refused rather than given a generalised inverse as cholesky2's singular pivots would be."""
     try:
         return cho_factor(info, lower=True)
     except np.linalg.LinAlgError as err:
@@ -322,7 +323,7 @@ def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums], p: int, ties: str = "ef
         score_test=score_test, wald_test=float(beta @ np.linalg.solve(var, beta)),
         robust_wald_test=float(beta @ np.linalg.solve(rvar, beta)),
         lr_test=2 * (best - loglik0), iterations=it, converged=converged,
-        n=int(round(s0.n_exit.sum())), n_event=int(round(s0.n_event.sum())),
+        n=round(s0.n_exit.sum()), n_event=round(s0.n_event.sum()),
         warnings=tuple(warnings))
 
 

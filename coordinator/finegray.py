@@ -241,5 +241,5 @@ def finegray_fit(sums_fn: Callable[[np.ndarray], FineGrayBinSums], p: int,
     var = hinv @ final.meat @ hinv.T
     return FineGrayResult(
         coef=b, var=var, loglik=final.loglik, score=final.score, info=final.info,
-        iterations=it, converged=converged, n=int(round(s.n.sum())),
-        n_event=int(round(s.n[:, 1].sum())), n_competing=int(round(s.n[:, 2].sum())))
+        iterations=it, converged=converged, n=round(s.n.sum()),
+        n_event=round(s.n[:, 1].sum()), n_competing=round(s.n[:, 2].sum()))

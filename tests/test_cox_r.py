@@ -81,11 +81,6 @@ def rel(a, b):
     return np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))
 
 
-def close(a, b, tol):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return np.max(np.abs(a - b) / np.maximum(np.abs(b), 1.0))
-
-
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("ties", ["efron", "breslow"])
 @pytest.mark.parametrize("n_sites", [1, 5])

@@ -79,7 +79,7 @@ def split(n, k, seed):
 
 @pytest.mark.parametrize("case", ["lung_age_sex_ecog_w1", "veteran_trt_karno_age_celltype_w1"])
 def test_masked_fixed_point_cox_equals_r(case):
-    b, ev, _, X, terms = design(case)
+    b, ev, _, X, _ = design(case)
     Xc = X - np.round(X.mean(axis=0), 1)
     n_bins, p = int(b.max()) + 1, X.shape[1]
     parts = split(len(b), 5, 11)
