@@ -942,6 +942,7 @@ def render_report(
              ("Smallest count released", str(rule.min_count) if rule.active else "no limit")]
     dp = results.get("privacy") if isinstance(results.get("privacy"), Mapping) else None
     if dp:
+        facts[1] = ("Patients (noisy)", ctx.count(n_total))
         facts.append(("Differential privacy", dp_parameters_text(dp)))
         body.insert(1, _dp_banner(dp))
     body.append(_facts(facts, {"Plan hash (SHA-256)": hash_html}))
