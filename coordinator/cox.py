@@ -150,12 +150,35 @@ def cox_bin_sums(time_bin, event, X, beta, n_bins: int) -> CoxBinSums:
 
 @dataclass(frozen=True)
 class CoxPoint:
-    """Log partial likelihood, score, information and score residual terms at one beta."""
+    """Log partial likelihood, score, information and score residual terms at one beta.
+
+    Additive over strata: a stratified model (strata a plan variable, or "site", where each
+    site sends only its own point, masked) is the sum of the strata's points.
+    """
 
     loglik: float
     score: np.ndarray         # (p,)
     info: np.ndarray          # (p, p)
     robust_meat: np.ndarray   # (p, p) D = sum_i U_i U_i'
+    n: int = 0
+    n_event: int = 0
+
+    def __add__(self, other: CoxPoint) -> CoxPoint:
+        return CoxPoint(self.loglik + other.loglik, self.score + other.score, self.info + other.info,
+                        self.robust_meat + other.robust_meat, self.n + other.n, self.n_event + other.n_event)
+
+    def flat(self) -> np.ndarray:
+        """loglik, score, info, meat, n, n_event in one vector (a site's reply with strata = "site")."""
+        return np.concatenate([[self.loglik], self.score, self.info.ravel(), self.robust_meat.ravel(),
+                               [self.n, self.n_event]])
+
+    @classmethod
+    def from_flat(cls, vec, p: int) -> CoxPoint:
+        v = np.asarray(vec, dtype=float)
+        if len(v) != 3 + p + 2 * p * p:
+            raise ValueError(f"expected {3 + p + 2 * p * p} values for {p} covariates, got {len(v)}")
+        return cls(float(v[0]), v[1:1 + p], v[1 + p:1 + p + p * p].reshape(p, p),
+                   v[1 + p + p * p:1 + p + 2 * p * p].reshape(p, p), round(v[-2]), round(v[-1]))
 
 
 def _tie_terms(s: CoxBinSums, ties: str):
@@ -203,7 +226,21 @@ def cox_point(s: CoxBinSums, beta, ties: str = "efron") -> CoxPoint:
     score = sum_x - (w[:, None] * xbar).sum(axis=0)
     info = np.einsum("t,tij->ij", w / den, c) - np.einsum("t,ti,tj->ij", w, xbar, xbar)
     meat = _robust_meat(s, tb, f, w, den, xbar)
-    return CoxPoint(loglik=loglik, score=score, info=info, robust_meat=meat)
+    return CoxPoint(loglik=loglik, score=score, info=info, robust_meat=meat,
+                    n=round(s.n_exit.sum()), n_event=round(s.n_event.sum()))
+
+
+def _as_point(sums: CoxBinSums | Sequence[CoxBinSums] | CoxPoint, beta, ties: str) -> CoxPoint:
+    """A round's pooled reply as one point: per-bin sums, per-stratum sums, or a point itself."""
+    if isinstance(sums, CoxPoint):
+        return sums
+    if isinstance(sums, CoxBinSums):
+        return cox_point(sums, beta, ties)
+    points = [cox_point(s, beta, ties) for s in sums]
+    total = points[0]
+    for pt in points[1:]:
+        total = total + pt
+    return total
 
 
 def _robust_meat(s: CoxBinSums, tb, f, w, den, xbar) -> np.ndarray:
@@ -278,16 +315,23 @@ def _chol(info: np.ndarray):
         raise np.linalg.LinAlgError("the information matrix is not positive definite") from err
 
 
-def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums], p: int, ties: str = "efron",
-            eps: float = 1e-9, iter_max: int = 20) -> CoxResult:
-    """Replay coxfit6.c's Newton-Raphson path; sums_fn(beta) returns the pooled CoxBinSums.
+def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums | Sequence[CoxBinSums] | CoxPoint], p: int,
+            ties: str = "efron", eps: float = 1e-9, iter_max: int = 20,
+            toler_inf: float | None = None) -> CoxResult:
+    """Replay coxfit6.c's Newton-Raphson path; sums_fn(beta) returns the pooled reply.
 
-    One call of sums_fn is one federated round. Score test u0' I0^-1 u0 at beta = 0; Wald
-    test b' V^-1 b (coxph.wtest; with the robust V when robust); LR 2 (l(b) - l(0)).
+    The reply is the pooled CoxBinSums, one CoxBinSums per stratum, or a pooled CoxPoint
+    (strata = "site"); one call is one federated round. Score test u0' I0^-1 u0 at beta = 0;
+    Wald test b' V^-1 b (coxph.wtest; with the robust V when robust); LR 2 (l(b) - l(0)).
+    Warnings as coxph.fit: running out of iterations (the iteration count is then
+    iter.max + 1, as coxfit6.c's loop leaves it, and the estimate is the last accepted beta),
+    or a converged loglik while |U V| > eps and > toler.inf |beta| for a coefficient (default
+    toler.inf sqrt(eps), as coxph.control): that beta may be infinite.
     """
+    toler_inf = np.sqrt(eps) if toler_inf is None else toler_inf
     beta = np.zeros(p)
-    s0 = sums_fn(beta)
-    pt = cox_point(s0, beta, ties)
+    pt = _as_point(sums_fn(beta), beta, ties)
+    n, n_event = pt.n, pt.n_event
     loglik0 = pt.loglik
     step = cho_solve(_chol(pt.info), pt.score)
     score_test = float(pt.score @ step)
@@ -297,8 +341,10 @@ def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums], p: int, ties: str = "ef
     converged = False
     warnings: list[str] = []
     it = 0
-    for it in range(1, iter_max + 1):
-        pt = cox_point(sums_fn(new_beta), new_beta, ties)
+    for it in range(1, iter_max + 2):
+        if it > iter_max:
+            break
+        pt = _as_point(sums_fn(new_beta), new_beta, ties)
         finite = np.isfinite(pt.loglik) and np.all(np.isfinite(pt.score)) and np.all(np.isfinite(pt.info))
         if finite and abs(1 - best / pt.loglik) <= eps:
             beta, best, converged = new_beta, pt.loglik, True
@@ -310,12 +356,19 @@ def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums], p: int, ties: str = "ef
             halving = 0
             best = pt.loglik
             beta, new_beta = new_beta, new_beta + cho_solve(_chol(pt.info), pt.score)
-    if not converged:
-        pt = cox_point(sums_fn(beta), beta, ties)
+    if not converged and iter_max > 1:
+        pt = _as_point(sums_fn(beta), beta, ties)
         best = pt.loglik
-        warnings.append(f"Ran out of iterations and did not converge (iter.max = {iter_max})")
     var = cho_solve(_chol(pt.info), np.eye(p))
     var = (var + var.T) / 2
+    if not converged:
+        warnings.append("Ran out of iterations and did not converge")
+    elif iter_max > 1:
+        infs = np.abs(pt.score @ var)
+        flag = ~np.isfinite(pt.score) | ((infs > eps) & (infs > toler_inf * np.abs(beta)))
+        if flag.any():
+            which = ",".join(str(i + 1) for i in np.flatnonzero(flag))
+            warnings.append(f"Loglik converged before variable  {which} ; beta may be infinite. ")
     rvar = var @ pt.robust_meat @ var
     rvar = (rvar + rvar.T) / 2
     return CoxResult(
@@ -323,8 +376,7 @@ def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums], p: int, ties: str = "ef
         score_test=score_test, wald_test=float(beta @ np.linalg.solve(var, beta)),
         robust_wald_test=float(beta @ np.linalg.solve(rvar, beta)),
         lr_test=2 * (best - loglik0), iterations=it, converged=converged,
-        n=round(s0.n_exit.sum()), n_event=round(s0.n_event.sum()),
-        warnings=tuple(warnings))
+        n=n, n_event=n_event, warnings=tuple(warnings))
 
 
 def cox_result_dict(fit: CoxResult, terms: Sequence[str], robust: bool, ties: str = "efron",

@@ -13,8 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from lifelines import CoxPHFitter
 
-from coordinator.cox import CoxBinSums, cox_bin_sums, cox_fit, cox_result_dict
+from coordinator.cox import (
+    CoxBinSums,
+    CoxPoint,
+    cox_bin_sums,
+    cox_fit,
+    cox_point,
+    cox_result_dict,
+)
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -131,3 +139,58 @@ def test_flat_round_trip():
     s = cox_bin_sums(b, ev, X - 60, np.array([0.01, -0.5, 0.4]), int(b.max()) + 1)
     back = CoxBinSums.from_flat(s.flat(), int(b.max()) + 1, 3)
     assert np.array_equal(back.flat(), s.flat())
+
+
+def lung_strata_fit(by_site_points: bool):
+    """lung, age + ph.ecog, stratified by sex: as two strata of bin sums, or strata = "site"
+    where each site (one per sex) sends only its own point (loglik, score, information)."""
+    df = pd.read_csv(FIX / "data" / "lung.csv")[["time", "event", "age", "sex", "ph.ecog"]].dropna()
+    b = df["time"].to_numpy(np.int64)
+    ev = df["event"].to_numpy() == 1
+    X = df[["age", "ph.ecog"]].to_numpy(float) - [60.0, 1.0]
+    n_bins = int(b.max()) + 1
+    masks = [df["sex"].to_numpy() == k for k in (1, 2)]
+
+    def strata(beta):
+        return [cox_bin_sums(b[m], ev[m], X[m], beta, n_bins) for m in masks]
+
+    def site_points(beta):
+        # each site: a grid of its own is enough; only the sum of the points is pooled
+        pts = [cox_point(cox_bin_sums(b[m], ev[m], X[m], beta, int(b[m].max()) + 1), beta, "efron")
+               for m in masks]
+        return CoxPoint.from_flat(pts[0].flat() + pts[1].flat(), 2)
+
+    return cox_fit(site_points if by_site_points else strata, 2), df
+
+
+@pytest.mark.parametrize("by_site_points", [False, True])
+def test_stratified_cox_equals_lifelines(by_site_points):
+    # lifelines' CoxPHFitter (Efron ties, exact Newton) agrees with R's coxph on stratified
+    # models; it stops on its own step tolerance, hence 1e-6 on the coefficients.
+    fit, df = lung_strata_fit(by_site_points)
+    cph = CoxPHFitter().fit(df, "time", "event", strata=["sex"])
+    assert rel(fit.coef, cph.params_[["age", "ph.ecog"]].to_numpy()) < 1e-6
+    assert abs(fit.loglik[1] - cph.log_likelihood_) < 1e-9
+    assert np.max(np.abs(fit.var - cph.variance_matrix_.loc[["age", "ph.ecog"], ["age", "ph.ecog"]].to_numpy())) < 1e-10
+    assert (fit.n, fit.n_event) == (len(df), int(df["event"].sum()))
+
+
+def test_iteration_limit_as_coxfit6():
+    # lung needs 3 iterations; with iter.max 2 coxph warns and coxfit6's loop leaves iter = 3
+    b, ev, _, X, _ = design("lung_age_sex_ecog_w1")
+    n_bins = int(b.max()) + 1
+    fit = cox_fit(lambda beta: cox_bin_sums(b, ev, X - 60, beta, n_bins), 3, iter_max=2)
+    assert not fit.converged and fit.iterations == 3
+    assert fit.warnings == ("Ran out of iterations and did not converge",)
+    ref = expected("lung_age_sex_ecog_w1")["efron"]
+    assert rel(fit.coef, ref["coef"]) < 1e-3    # the beta of the last accepted step (the second)
+
+
+def test_monotone_likelihood_warns_infinite_beta():
+    # every patient with x = 1 dies before every patient with x = 0: the MLE is +infinity
+    b = np.arange(1, 13)
+    ev = np.ones(12, bool)
+    x = np.r_[np.ones(6), np.zeros(6)][:, None]
+    fit = cox_fit(lambda beta: cox_bin_sums(b, ev, x, beta, 13), 1)
+    assert fit.converged and fit.coef[0] > 5
+    assert fit.warnings == ("Loglik converged before variable  1 ; beta may be infinite. ",)
