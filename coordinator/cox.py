@@ -42,6 +42,8 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import chi2, norm
 
+from protocol.errors import AggregationError
+
 
 @dataclass(frozen=True)
 class CoxBinSums:
@@ -403,3 +405,51 @@ def cox_result_dict(fit: CoxResult, terms: Sequence[str], robust: bool, ties: st
         "iterations": fit.iterations, "converged": fit.converged,
         "n": fit.n, "n_event": fit.n_event, "warnings": list(fit.warnings),
     }
+
+
+def check_round_sums(sums: CoxBinSums, n_exit_round1, n_event_round1) -> None:
+    """The coordinator's checks on a decoded round before using it (issue 8).
+
+    The counts must equal round 1's (the same patients answered), every risk-set sum of
+    exp(x'beta) must be positive where patients are at risk and non-increasing over bins,
+    and the events' sums cannot exceed the exits'. A failure raises AggregationError: no
+    estimate comes from sums that do not add up.
+    """
+    if not (np.array_equal(sums.n_exit, np.asarray(n_exit_round1, dtype=float))
+            and np.array_equal(sums.n_event, np.asarray(n_event_round1, dtype=float))):
+        raise AggregationError("the decoded counts differ from round 1's: not the same patients")
+    risk = np.cumsum(sums.exit_r[::-1])[::-1]
+    at_risk = np.cumsum(sums.n_exit[::-1])[::-1] > 0
+    tol = 1e-9 * max(float(risk[0]) if len(risk) else 0.0, 1.0)
+    if np.any(risk[at_risk] <= 0) or np.any(np.diff(risk) > tol):
+        raise AggregationError("risk-set sums of exp(x'beta) are not positive and non-increasing")
+    if np.any(sums.exit_r < -tol) or np.any(sums.event_r > sums.exit_r + tol):
+        raise AggregationError("per-bin sums of exp(x'beta) are inconsistent (events exceed exits)")
+
+
+def cox_sums_from_patterns(patterns, n_exit, n_event, beta) -> CoxBinSums:
+    """The exact per-bin sums for any beta from integer tallies by covariate pattern.
+
+    With covariates taking finitely many joint values (categorical covariates, or numeric
+    ones on a coarse public scale) one round of integer tallies, exits and events per bin
+    and pattern (patterns: (K, p) centred pattern values; n_exit, n_event: (B, K)), gives
+    every later round's sums at the coordinator: sum_{rows} f(x) = sum_k count_k f(x_k).
+    """
+    xk = np.asarray(patterns, dtype=float)
+    ne = np.asarray(n_exit, dtype=float)
+    nv = np.asarray(n_event, dtype=float)
+    nc = ne - nv
+    r = np.exp(xk @ np.asarray(beta, dtype=float))
+    xx = xk[:, :, None] * xk[:, None, :]
+
+    def by(counts, w):
+        return np.tensordot(counts, w, axes=(1, 0))
+
+    return CoxBinSums(
+        n_exit=ne.sum(axis=1), exit_r=by(ne, r), exit_rx=by(ne, r[:, None] * xk),
+        exit_rxx=by(ne, r[:, None, None] * xx), n_event=nv.sum(axis=1), event_x=by(nv, xk),
+        event_xx=by(nv, xx), event_r=by(nv, r), event_rx=by(nv, r[:, None] * xk),
+        event_rxx=by(nv, r[:, None, None] * xx), event_r2=by(nv, r * r),
+        event_r2x=by(nv, (r * r)[:, None] * xk), event_r2xx=by(nv, (r * r)[:, None, None] * xx),
+        cens_r2=by(nc, r * r), cens_r2x=by(nc, (r * r)[:, None] * xk),
+        cens_r2xx=by(nc, (r * r)[:, None, None] * xx))

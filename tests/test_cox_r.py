@@ -7,6 +7,7 @@ change a digit beyond rounding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,11 +19,14 @@ from lifelines import CoxPHFitter
 from coordinator.cox import (
     CoxBinSums,
     CoxPoint,
+    check_round_sums,
     cox_bin_sums,
     cox_fit,
     cox_point,
     cox_result_dict,
+    cox_sums_from_patterns,
 )
+from protocol.errors import AggregationError
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -194,3 +198,36 @@ def test_monotone_likelihood_warns_infinite_beta():
     fit = cox_fit(lambda beta: cox_bin_sums(b, ev, x, beta, 13), 1)
     assert fit.converged and fit.coef[0] > 5
     assert fit.warnings == ("Loglik converged before variable  1 ; beta may be infinite. ",)
+
+
+@pytest.mark.parametrize("case", ["lung_age_sex_ecog_w30", "veteran_trt_karno_age_celltype_w1"])
+def test_one_round_of_pattern_tallies_gives_r(case):
+    # every covariate here takes integer values: tallies by (bin, pattern) are integers, and
+    # the coordinator derives every Newton round's sums from them without asking again
+    b, ev, _, X, terms = design(case)
+    Xc = X - np.round(X.mean(axis=0), 1)
+    patterns, which = np.unique(Xc, axis=0, return_inverse=True)
+    n_bins = int(b.max()) + 1
+    n_exit = np.zeros((n_bins, len(patterns)), np.int64)
+    n_event = np.zeros_like(n_exit)
+    np.add.at(n_exit, (b, which), 1)
+    np.add.at(n_event, (b[ev], which[ev]), 1)
+    fit = cox_fit(lambda beta: cox_sums_from_patterns(patterns, n_exit, n_event, beta), len(terms))
+    ref, rob = expected(case)["efron"], expected(case)["efron_robust"]
+    p = len(terms)
+    assert rel(fit.coef, ref["coef"]) < 1e-10 and fit.iterations == ref["iter"]
+    assert np.max(np.abs(fit.var - np.array(ref["var"]).reshape(p, p, order="F"))) < 1e-9
+    assert np.max(np.abs(fit.robust_var - np.array(rob["robust_var"]).reshape(p, p, order="F"))) < 1e-9
+
+
+def test_coordinator_checks_reject_inconsistent_rounds():
+    b, ev, _, X, _ = design("lung_age_sex_ecog_w30")
+    n_bins = int(b.max()) + 1
+    s = cox_bin_sums(b, ev, X - 60, np.array([0.01, -0.5, 0.4]), n_bins)
+    check_round_sums(s, s.n_exit, s.n_event)
+    fewer = cox_bin_sums(b[1:], ev[1:], X[1:] - 60, np.array([0.01, -0.5, 0.4]), n_bins)
+    with pytest.raises(AggregationError, match="differ from round 1"):
+        check_round_sums(fewer, s.n_exit, s.n_event)
+    bad = dataclasses.replace(s, exit_r=s.exit_r * np.where(np.arange(n_bins) == 3, -1.0, 1.0))
+    with pytest.raises(AggregationError, match="risk-set sums"):
+        check_round_sums(bad, s.n_exit, s.n_event)
