@@ -979,7 +979,10 @@ def render_report(
         res = res or {}
         kind = res.get("kind")
         ctx.progress(f"{name} ({kind})")
-        section, rows = _SECTIONS.get(kind, _generic_section)(ctx, name, res)
+        if res.get("undefined"):
+            section, rows = _p(f"Not reported: {res['undefined']}.", "dp-label"), []
+        else:
+            section, rows = _SECTIONS.get(kind, _generic_section)(ctx, name, res)
         fname = slug(name)
         while fname + ".csv" in used or fname == "report":
             fname += "_"

@@ -224,7 +224,7 @@ def pooled_results(plan: Plan, tallies: Tallies, sites: list[tuple[str, int]]) -
     return _document(plan, tallies, [{"name": s, "n": int(n)} for s, n in sites])
 
 
-def _document(plan: Plan, tallies: Tallies, sites: list[dict[str, Any]]) -> dict[str, Any]:
+def _document(plan: Plan, tallies: Tallies, sites: list[dict[str, Any]], tolerant: bool = False) -> dict[str, Any]:
     dropped = {k.split(":", 1)[1]: int(tallies[k][0]) for k in tallies.arrays if k.startswith("dropped:")}
     return {
         "plan_sha256": plan.sha256,
@@ -232,7 +232,8 @@ def _document(plan: Plan, tallies: Tallies, sites: list[dict[str, Any]]) -> dict
         "sites": sites,
         "n": tallies.n,
         "left_out": {k: v for k, v in dropped.items() if v},
-        "analyses": {a.name: ANALYSES[a.kind](tallies, plan, a) for a in plan.analyses},
+        "analyses": {a.name: (_undefined_if_failing if tolerant else ANALYSES[a.kind])(tallies, plan, a)
+                     for a in plan.analyses},
     }
 
 
@@ -278,11 +279,11 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
             n += int(arrays[first.replace("surv:", "dropped:", 1)].sum())
     arrays["n"] = np.array([n], dtype=np.int64)
     released = Tallies(noisy.blocks, arrays)
-    doc = _document(plan, released, [{"name": s, "n": None} for s, _ in sites])
+    doc = _document(plan, released, [{"name": s, "n": None} for s, _ in sites], tolerant=True)
     seed = int.from_bytes(hashlib.sha256(noisy.flatten().astype("<i8").tobytes()).digest()[:8], "little")
     rng = np.random.default_rng(seed)  # the same release always gives the same intervals
     for a in plan.analyses:
-        if a.kind == "km":
+        if a.kind == "km" and "undefined" not in doc["analyses"][a.name]:
             _dp_km_limits(doc["analyses"][a.name], noisy, plan, a, sigma_sum, rng)
     doc["privacy"] = {
         "note": DP_NOTE,
@@ -297,6 +298,18 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
                       "from the post-processed counts, and their intervals and tests do not include the noise"),
     }
     return doc
+
+
+def _undefined_if_failing(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:
+    """An analysis of noisy counts, or why it is undefined there (the release is not lost for one).
+
+    Noise can empty a group (a noisy total below 0 post-processes to no patients), which some
+    estimators refuse; the privacy budget is spent by then, so every other analysis still counts.
+    """
+    try:
+        return ANALYSES[a.kind](tallies, plan, a)
+    except (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError) as e:
+        return {"kind": a.kind, "undefined": f"not defined on the noisy counts: {e}"}
 
 
 def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, sigma: float,

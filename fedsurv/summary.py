@@ -36,7 +36,9 @@ def summarize(results: dict[str, Any]) -> str:
     lines.append("")
     for name, a in results["analyses"].items():
         kind = a["kind"]
-        if kind == "km":
+        if a.get("undefined"):
+            lines.append(f"[{name}] {kind}: {a['undefined']}")
+        elif kind == "km":
             lines.append(f"[{name}] Kaplan-Meier, {a['endpoint']} (event: {a['cause']})")
             for lab, s in a["strata"].items():
                 at = s.get("at_times", {})

@@ -15,18 +15,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-
 from consortium import split_sites
+from r_reference import DATA
+
 from coordinator.report_html import render_report
 from coordinator.results import pooled_results
 from fedsurv.cli import _load_commands
 from fedsurv.groups import root
 from fedsurv.runner import prepare_all, run_in_process
 from fedsurv.site_input import SiteInput
+from fedsurv.summary import summarize
 from protocol.errors import AggregationError
 from protocol.plan import PlanError, parse_plan, plan_from_dict
-from protocol.tallies import surv_key
-from r_reference import DATA
+from protocol.tallies import Tallies, surv_key
 from site_node.tally import compute_tallies
 
 BASE = """
@@ -265,3 +266,19 @@ def test_fedsurv_run_labels_the_summary_and_the_report(lung_sites, tmp_path):
            f"discrete Gaussian noise)" in html
     assert html.count('class="dp-label"') == len(results["analyses"])
     assert "withheld (DP)" in html
+
+
+def test_an_analysis_the_noise_makes_undefined_does_not_lose_the_release(lung_sites):
+    """A noisy group total below 0 post-processes to an empty group: Gray's test is undefined
+    there, and is reported so, while every other analysis of the (already paid for) release stands."""
+    plan = parse_plan(BASE + '\n[[analyses]]\nname = "g"\nkind = "gray"\nendpoint = "os"\ngroups = "sex"\n' + PRIVACY)
+    exact = sum_tallies(plan, lung_sites)
+    arrays = {k: v.copy() for k, v in exact.arrays.items()}
+    arrays["n"][:] = 0
+    arrays["surv:os:sex"][1] = -1  # every cell of sex = 2 came out negative
+    results = pooled_results(plan, Tallies(exact.blocks, arrays), [(f"s{i}", 0) for i in range(4)])
+    assert results["analyses"]["g"] == {"kind": "gray", "undefined": "not defined on the noisy counts: "
+                                        "Gray's test needs patients in at least two groups"}
+    assert results["analyses"]["os"]["strata"]["all"]["at_times"]["estimate"][0] is not None
+    assert "[g] gray: not defined on the noisy counts" in summarize(results)
+    assert "Not reported: not defined on the noisy counts" in render_report(results)[0]
