@@ -31,10 +31,11 @@ References: Fine & Gray (1999) JASA 94:496-509; Gray, cmprsk package documentati
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import chi2, norm
 
 from coordinator.cox import _bin_sum
 
@@ -197,7 +198,8 @@ def _group_outer(s: FineGrayBinSums, o: int, alpha: float, m, A, B) -> np.ndarra
 class FineGrayResult:
     coef: np.ndarray
     var: np.ndarray
-    loglik: float
+    loglik: float              # at the estimate (crr's loglik)
+    loglik0: float             # at beta = 0
     score: np.ndarray
     info: np.ndarray
     iterations: int
@@ -214,6 +216,7 @@ def finegray_fit(sums_fn: Callable[[np.ndarray], FineGrayBinSums], p: int,
     converged = False
     it = 0
     pt = finegray_point(sums_fn(b), b, with_meat=False)
+    loglik0 = pt.loglik
     for it in range(maxiter + 1):
         f, g = -pt.loglik, -pt.score
         if np.max(np.abs(g) * np.maximum(np.abs(b), 1)) < max(abs(f), 1) * gtol:
@@ -240,6 +243,30 @@ def finegray_fit(sums_fn: Callable[[np.ndarray], FineGrayBinSums], p: int,
     hinv = np.linalg.inv(final.info)
     var = hinv @ final.meat @ hinv.T
     return FineGrayResult(
-        coef=b, var=var, loglik=final.loglik, score=final.score, info=final.info,
+        coef=b, var=var, loglik=final.loglik, loglik0=loglik0, score=final.score, info=final.info,
         iterations=it, converged=converged, n=round(s.n.sum()),
         n_event=round(s.n[:, 1].sum()), n_competing=round(s.n[:, 2].sum()))
+
+
+def finegray_result_dict(fit: FineGrayResult, terms: Sequence[str], conf_level: float = 0.95) -> dict:
+    """results.json's block for kind "finegray", the shape of a Cox block (issue 8).
+
+    crr's variance is already the sandwich, so std_err and robust_std_err are the same; the
+    Wald test is b' V^-1 b; LR 2 (l(b) - l(0)) of the pseudo-likelihood (not chi-square
+    distributed under the weights: reported for completeness, as crr reports no test).
+    """
+    se = np.sqrt(np.diag(fit.var))
+    z = norm.ppf(1 - (1 - conf_level) / 2)
+    wald = float(fit.coef @ np.linalg.solve(fit.var, fit.coef))
+    p = len(fit.coef)
+    return {
+        "kind": "finegray", "terms": list(terms), "ties": "breslow", "robust": True,
+        "coef": fit.coef.tolist(), "std_err": se.tolist(), "robust_std_err": se.tolist(),
+        "hazard_ratio": np.exp(fit.coef).tolist(),
+        "lower": np.exp(fit.coef - z * se).tolist(), "upper": np.exp(fit.coef + z * se).tolist(),
+        "var": fit.var.tolist(), "loglik": [fit.loglik0, fit.loglik],
+        "tests": {"wald": wald, "score": None, "lr": 2 * (fit.loglik - fit.loglik0), "df": p,
+                  "p_wald": float(chi2.sf(wald, p))},
+        "iterations": fit.iterations, "converged": fit.converged,
+        "n": fit.n, "n_event": fit.n_event, "n_competing": fit.n_competing,
+    }

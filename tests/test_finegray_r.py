@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from test_cox_r import design, expected
 
-from coordinator.finegray import censoring_km, finegray_bin_sums, finegray_fit
+from coordinator.finegray import (
+    censoring_km,
+    finegray_bin_sums,
+    finegray_fit,
+    finegray_result_dict,
+)
 
 CASE = "colon_cr_recurrence_rx_age_nodes_w7"
 
@@ -46,3 +51,16 @@ def test_censoring_km_by_hand():
     # bins 0..3: at risk 5, 5, 3, 1; censored 0, 1, 1, 0 -> G(b-) = 1, 1, 4/5, 4/5 * 2/3
     n = np.array([[0, 0, 0], [1, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=float)
     assert np.allclose(censoring_km(n), [1, 1, 0.8, 0.8 * 2 / 3], rtol=0, atol=1e-15)
+
+
+def test_result_dict_from_crr_numbers():
+    ref = expected(CASE)["fine_gray"]
+    fit, terms = fit_split(3, seed=9)
+    out = finegray_result_dict(fit, terms)
+    coef, se = np.array(ref["coef"]), np.array(ref["se"])
+    z = 1.959963984540054
+    assert np.allclose(out["std_err"], se, rtol=1e-9, atol=0)
+    assert np.allclose(out["lower"], np.exp(coef - z * se), rtol=1e-9, atol=0)
+    assert np.allclose(out["upper"], np.exp(coef + z * se), rtol=1e-9, atol=0)
+    assert out["loglik"][1] == pytest.approx(ref["loglik"], abs=1e-9)
+    assert (out["n"], out["n_event"]) == (911, 456)
