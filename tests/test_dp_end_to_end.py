@@ -282,3 +282,21 @@ def test_an_analysis_the_noise_makes_undefined_does_not_lose_the_release(lung_si
     assert results["analyses"]["os"]["strata"]["all"]["at_times"]["estimate"][0] is not None
     assert "[g] gray: not defined on the noisy counts" in summarize(results)
     assert "Not reported: not defined on the noisy counts" in render_report(results)[0]
+
+
+def test_the_coordinator_rejects_a_sum_whose_masks_did_not_cancel():
+    """Under DP the exact checks cannot hold; the noisy-sum check still catches garbage."""
+    from coordinator.aggregate import check_noisy
+    from protocol.tallies import layout
+
+    plan = parse_plan(BASE + PRIVACY)
+    blocks = layout(plan)
+    rng = np.random.default_rng(5)
+    size = sum(b.size for b in blocks)
+    garbage = Tallies.from_flat(blocks, np.concatenate([[0], rng.integers(-2**62, 2**62, size - 1)]))
+    with pytest.raises(AggregationError, match="outside what noise can explain"):
+        check_noisy(4)(plan, garbage, 0)
+    plausible = Tallies.from_flat(blocks, np.concatenate([[0], rng.integers(0, 3, size - 1)]))
+    check_noisy(4)(plan, plausible, 0)
+    with pytest.raises(AggregationError, match="withheld patient counts"):
+        check_noisy(4)(plan, plausible, 7)
