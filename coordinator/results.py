@@ -285,8 +285,10 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
     for a in plan.analyses:
         if a.kind == "km" and "undefined" not in doc["analyses"][a.name]:
             _dp_km_limits(doc["analyses"][a.name], noisy, plan, a, sigma_sum, rng)
+    withheld = _withhold_noise_blind_uncertainty(doc["analyses"])
     doc["privacy"] = {
         "note": DP_NOTE,
+        "withheld": withheld,
         "epsilon": params.guarantee.epsilon, "delta": params.guarantee.delta, "sigma": sigma_sum,
         "mechanism": params.share.mechanism, "parameters": {**params.to_dict(), "sigma_sum": sigma_sum,
                                                             "participants": len(sites)},
@@ -294,10 +296,60 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
         "postprocessing": applied,
         "intervals": (f"Kaplan-Meier: Greenwood variance plus the noise variance from a parametric bootstrap of "
                       f"{spec.bootstrap} noise draws, centred on the bootstrap bias-corrected estimate; "
-                      "incidence, log-rank, Gray's test, RMST, medians, proportions and Table 1 are computed "
-                      "from the post-processed counts, and their intervals and tests do not include the noise"),
+                      "incidence, log-rank, Gray's test, RMST, medians, proportions and Table 1 are point "
+                      "estimates from the post-processed counts; their intervals, standard errors and p-values "
+                      "would ignore the noise, so they are withheld (null)"),
     }
     return doc
+
+
+NOISE_BLIND = {
+    # kind -> (fields of the analysis, fields of each table/at_times block) set to null under DP
+    "cif": ((), ("std_err", "lower", "upper")),
+    "logrank": (("p", "var"), ()),
+    "gray": (("p",), ()),
+    "rmst": (("p", "lower", "upper", "std_err", "log_std_err", "sentences"), ()),
+    "proportion": (("lower", "upper"), ()),
+}
+
+
+def _null_fields(obj: Any, fields: tuple[str, ...]) -> None:
+    """Null the named fields wherever they occur in a nested result."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in fields:
+                obj[k] = [] if k == "sentences" else ([None] * len(v) if isinstance(v, list) else None)
+            else:
+                _null_fields(v, fields)
+    elif isinstance(obj, list):
+        for v in obj:
+            _null_fields(v, fields)
+
+
+def _withhold_noise_blind_uncertainty(analyses: dict[str, Any]) -> list[str]:
+    """Null every interval, standard error and p-value that would ignore the DP noise.
+
+    Only Kaplan-Meier limits add the noise's variance; a log-rank p-value on noisy counts, say,
+    would read noise as signal (p < 0.001 where the exact p is 0.5 was seen), so it is not given.
+    """
+    withheld = []
+    for name, res in analyses.items():
+        kind = res.get("kind")
+        if "undefined" in res:
+            continue
+        if kind == "km":
+            for st in res.get("strata", {}).values():
+                for part in ("median", "quantiles"):
+                    if part in st:
+                        _null_fields(st[part], ("lower", "upper"))
+                if "rmst" in st:
+                    _null_fields(st["rmst"], ("std_err",))
+            withheld.append(f"{name}: confidence limits of the median and quartiles, standard error of RMST")
+        elif kind in NOISE_BLIND:
+            top, inner = NOISE_BLIND[kind]
+            _null_fields(res, top + inner)
+            withheld.append(f"{name}: {', '.join(top + inner)}")
+    return withheld
 
 
 def _undefined_if_failing(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str, Any]:

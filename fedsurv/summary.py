@@ -13,6 +13,10 @@ def num(x: float | None, digits: int = 1) -> str:
     return "NA" if x is None else f"{x:.{digits}f}"
 
 
+def pval(x: float | None) -> str:
+    return "NA" if x is None else f"{x:.4g}"
+
+
 def _ci(est: Any, lo: Any, hi: Any, level: float) -> str:
     return f"{pct(est)} (95% CI {pct(lo)} to {pct(hi)})" if level == 0.95 else \
         f"{pct(est)} ({100 * level:g}% CI {pct(lo)} to {pct(hi)})"
@@ -59,11 +63,11 @@ def summarize(results: dict[str, Any]) -> str:
         elif kind == "logrank":
             obs = ", ".join(f"{g}: O {num(v['observed'])} / E {num(v['expected'])}" for g, v in a["groups"].items())
             lines.append(f"[{name}] log-rank by {a['groups_variable']}: chisq {num(a['chisq'], 3)}, df {a['df']},"
-                         f" p {a['p']:.4g}  ({obs})" if a["p"] is not None else f"[{name}] log-rank: undefined")
+                         f" p {pval(a['p'])}  ({obs})" if a.get("chisq") is not None else f"[{name}] log-rank: undefined")
         elif kind == "gray":
             for cause, t in a["causes"].items():
                 lines.append(f"[{name}] Gray's test, {cause} by {a['groups_variable']}: stat {num(t['stat'], 3)},"
-                             f" df {t['df']}, p {t['p']:.4g}")
+                             f" df {t['df']}, p {pval(t['p'])}")
         elif kind == "rmst":
             lines.append(f"[{name}] restricted mean survival time to {a['tau']:g} {unit} by {a['groups_variable']}")
             for c in a.get("sentences", []):

@@ -300,3 +300,18 @@ def test_the_coordinator_rejects_a_sum_whose_masks_did_not_cancel():
     check_noisy(4)(plan, plausible, 0)
     with pytest.raises(AggregationError, match="withheld patient counts"):
         check_noisy(4)(plan, plausible, 7)
+
+
+def test_uncertainty_that_ignores_the_noise_is_withheld(lung_sites):
+    """Only KM limits add the noise's variance; a log-rank p-value or a median's limits computed
+    on noisy counts would read noise as signal, so under DP they are null, and said so."""
+    results, _ = run_in_process(parse_plan(BASE + PRIVACY), lung_sites)
+    lr = results["analyses"]["os_by_sex"]
+    assert lr["chisq"] is not None and lr["p"] is None and all(v is None for v in lr["var"])
+    med = results["analyses"]["os"]["strata"]["all"]["median"]
+    assert med["lower"] is None and med["upper"] is None
+    at = results["analyses"]["os"]["strata"]["all"]["at_times"]
+    assert all(lo is not None and lo <= est <= hi for lo, est, hi in zip(at["lower"], at["estimate"], at["upper"]))
+    assert any(w.startswith("os_by_sex: p") for w in results["privacy"]["withheld"])
+    exact, _ = run_in_process(parse_plan(BASE), lung_sites)
+    assert exact["analyses"]["os_by_sex"]["p"] is not None
