@@ -9,9 +9,10 @@ from protocol.tallies import Tallies, cell_index, dropped_key, layout
 from site_node.prepared import PreparedData
 
 # Largest bin width for which integer ceil division provably equals the float rule
-# ceil(t / w - 1e-9) for every integral t <= horizon (horizon / w <= 5e6 by plan validation):
-# the float quotient is off by at most (q + 1) * 2^-52 < 1e-9, far less than the 1/w between
-# a non-multiple of w and the next integer.
+# ceil(t / w - 1e-9) for every integral 0 <= t <= horizon: with t / w <= 5e6 (plan validation
+# caps the bins), the float division and the subtraction each round by at most
+# 2^-53 * 5e6 < 6e-10, so 1e-9 plus both stays far below the distance >= 1/w >= 1e-6 from a
+# non-multiple t / w to the integers around it; a multiple t = q * w divides exactly to q.
 _INT_WIDTH_MAX = 1_000_000
 
 
@@ -20,8 +21,8 @@ def time_bins(plan: Plan, time: np.ndarray, outcome: np.ndarray) -> tuple[np.nda
 
     A time past the horizon becomes a censoring at the horizon. The small tolerance keeps
     t = k * w in bin k when the division is inexact in floating point (0.3 / 0.1).
-    Registries mostly store whole days, so integral times take an integer path (about 4x
-    faster) that gives the same bins as the float rule; see `_integral_bins`.
+    Registries mostly store whole days, so integral times take a faster integer path that
+    gives the same bins as the float rule; see `_integral_bins`.
     """
     over = bool(time.size) and time.max() > plan.horizon
     b = _integral_bins(plan, time, over)
