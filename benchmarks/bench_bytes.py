@@ -18,7 +18,6 @@ from protocol.roster import consortium_for_run
 from protocol.tallies import layout, layout_size
 from site_node.responder import SiteNode
 
-
 CAUSES = {1: '{ 1 = "relapse" }', 2: '{ 1 = "relapse", 2 = "death" }',
           4: '{ 1 = "relapse", 2 = "death", 3 = "metastasis", 4 = "second cancer" }'}
 
@@ -55,8 +54,8 @@ def reply_sizes(p, per_site: int, causes: int) -> list[tuple[int, int]]:
     rng = np.random.default_rng(3)
     names = ["a", "b", "c"]
     coord, keys, roster = consortium_for_run(names)
-    nodes = {n: SiteNode(n, load_data=lambda _p, d=site_data(per_site, causes, rng, n): d, keys=keys[n],
-                         roster=roster) for n in names}
+    data = {n: site_data(per_site, causes, rng, n) for n in names}
+    nodes = {n: SiteNode(n, load_data=lambda _p, d=data[n]: d, keys=keys[n], roster=roster) for n in names}
     sizes: list[tuple[int, int]] = []
     queries = 0
 

@@ -7,6 +7,7 @@ import resource
 import subprocess
 import sys
 import warnings
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -72,8 +73,8 @@ def main() -> None:
             pooled = pd.concat(frames, ignore_index=True)
             del frames
             repeat = 5 if rows < 10**6 else 3 if rows < 10**7 else 1
-            f_wall, f_cpu = median_times(lambda: run_prepared(p, data), repeat=repeat)
-            l_wall, l_cpu = median_times(lambda: lifelines_pooled(pooled), repeat=repeat)
+            f_wall, f_cpu = median_times(partial(run_prepared, p, data), repeat=repeat)
+            l_wall, l_cpu = median_times(partial(lifelines_pooled, pooled), repeat=repeat)
             print(f"| {n_sites} | {per_site:,} | {rows:,} | {f_wall:.3f} s | {f_cpu:.3f} s | {l_wall:.3f} s "
                   f"| {l_cpu:.3f} s | {l_wall / f_wall:.1f}x | {l_cpu / f_cpu:.1f}x |", flush=True)
             del data, pooled

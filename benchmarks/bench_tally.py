@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,14 @@ def main() -> None:
             df = frame(n, rng)
             data = prepared(df)
             reps = 30 if n <= 10**5 else 7 if n < 10**7 else 5
-            t_tally, c_tally = median_times(lambda: compute_tallies(p, data), repeat=reps)
+            t_tally, c_tally = median_times(partial(compute_tallies, p, data), repeat=reps)
             parquet = Path(tmp) / "d.parquet"
             df.to_parquet(parquet)
-            t_pq = median_seconds(lambda: prepare_site_data(p, parquet), repeat=3 if n < 10**7 else 1)
+            t_pq = median_seconds(partial(prepare_site_data, p, parquet), repeat=3 if n < 10**7 else 1)
             if n <= 10**6:
                 csv = Path(tmp) / "d.csv"
                 df.to_csv(csv, index=False)
-                t_csv = median_seconds(lambda: prepare_site_data(p, csv), repeat=3)
+                t_csv = median_seconds(partial(prepare_site_data, p, csv), repeat=3)
                 csv_rate = f"{n / t_csv:,.0f}"
             else:
                 csv_rate = "(not run: 10^7-row CSV)"
