@@ -16,8 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ("bench_tally", "bench_pooled", "bench_bytes", "bench_masking", "bench_flower", "bench_dp_utility",
-         "bench_cox")
+ORDER = ("bench_tally", "bench_pooled", "bench_bytes", "bench_masking", "bench_flower", "bench_dp_utility")
 
 
 def machine() -> str:
