@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,18 +28,23 @@ def analyses(tmp, assignment):
     return results["analyses"], sum(s["n"] for s in results["sites"])
 
 
-def test_one_site_equals_many(tmp_path_factory):
+@pytest.fixture(scope="module")
+def one_site(tmp_path_factory):
+    """The reference: every row at one site (computed once for all splits)."""
     one, n = analyses(tmp_path_factory.mktemp("one"), np.zeros(len(DF), dtype=int))
     assert n == len(DF)
+    return one
+
+
+def test_one_site_equals_many(tmp_path_factory, one_site):
     many, _ = analyses(tmp_path_factory.mktemp("many"), np.arange(len(DF)) % 30)
-    assert many == one
+    assert many == one_site
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n_sites=st.integers(1, 30), seed=st.integers(0, 2**32 - 1))
-def test_random_splits(tmp_path_factory, n_sites, seed):
+def test_random_splits(tmp_path_factory, one_site, n_sites, seed):
     rng = np.random.default_rng(seed)
     assignment = rng.integers(0, n_sites, len(DF))
-    reference, _ = analyses(tmp_path_factory.mktemp("ref"), np.zeros(len(DF), dtype=int))
     split, _ = analyses(tmp_path_factory.mktemp("split"), assignment)
-    assert split == reference
+    assert split == one_site
