@@ -84,6 +84,11 @@ def check_consistency(plan: Plan, tallies: Tallies, n_reported: int) -> None:
             total = int(a.sum(dtype=np.int64))
             if total + dropped != n:
                 raise AggregationError(f"block {b.key}: {total} patients + {dropped} dropped != n = {n}; {MISMATCH}")
+        elif b.key.startswith("regsurv:"):
+            dropped = int(tallies[b.key.replace("regsurv:", "regdropped:", 1)][0])
+            total = int(a.sum(dtype=np.int64))
+            if total + dropped != n:
+                raise AggregationError(f"block {b.key}: {total} patients + {dropped} dropped != n = {n}; {MISMATCH}")
         elif b.key.startswith("count:") and int(a.sum(dtype=np.int64)) != n:
             raise AggregationError(f"block {b.key}: counts add up to {int(a.sum())}, not n = {n}; {MISMATCH}")
 

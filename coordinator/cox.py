@@ -35,7 +35,7 @@ Modeling Survival Data, sections 3.3 and 7.2.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -317,10 +317,30 @@ def _chol(info: np.ndarray):
         raise np.linalg.LinAlgError("the information matrix is not positive definite") from err
 
 
-def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums | Sequence[CoxBinSums] | CoxPoint], p: int,
-            ties: str = "efron", eps: float = 1e-9, iter_max: int = 20,
-            toler_inf: float | None = None) -> CoxResult:
-    """Replay coxfit6.c's Newton-Raphson path; sums_fn(beta) returns the pooled reply.
+Reply = CoxBinSums | Sequence[CoxBinSums] | CoxPoint
+
+
+def drive(path: Generator[np.ndarray, object, object], sums_fn: Callable[[np.ndarray], object]):
+    """Run a fitting path to its end, answering each beta it yields with sums_fn(beta)."""
+    try:
+        beta = next(path)
+        while True:
+            beta = path.send(sums_fn(beta))
+    except StopIteration as stop:
+        return stop.value
+
+
+def cox_fit(sums_fn: Callable[[np.ndarray], Reply], p: int, ties: str = "efron", eps: float = 1e-9,
+            iter_max: int = 20, toler_inf: float | None = None) -> CoxResult:
+    """Replay coxfit6.c's Newton-Raphson path; sums_fn(beta) returns the pooled reply (see cox_path)."""
+    return drive(cox_path(p, ties, eps, iter_max, toler_inf), sums_fn)  # type: ignore[return-value]
+
+
+def cox_path(p: int, ties: str = "efron", eps: float = 1e-9, iter_max: int = 20,
+             toler_inf: float | None = None) -> Generator[np.ndarray, Reply, CoxResult]:
+    """coxfit6.c's Newton-Raphson path as a generator: it yields each beta at which it needs
+    the pooled reply, is sent that reply, and returns the CoxResult. Several models can so
+    share federated rounds: one round answers every unfinished model's beta.
 
     The reply is the pooled CoxBinSums, one CoxBinSums per stratum, or a pooled CoxPoint
     (strata = "site"); one call is one federated round. Score test u0' I0^-1 u0 at beta = 0;
@@ -332,7 +352,7 @@ def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums | Sequence[CoxBinSums] | 
     """
     toler_inf = np.sqrt(eps) if toler_inf is None else toler_inf
     beta = np.zeros(p)
-    pt = _as_point(sums_fn(beta), beta, ties)
+    pt = _as_point((yield beta.copy()), beta, ties)
     n, n_event = pt.n, pt.n_event
     loglik0 = pt.loglik
     step = cho_solve(_chol(pt.info), pt.score)
@@ -346,7 +366,7 @@ def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums | Sequence[CoxBinSums] | 
     for it in range(1, iter_max + 2):
         if it > iter_max:
             break
-        pt = _as_point(sums_fn(new_beta), new_beta, ties)
+        pt = _as_point((yield new_beta.copy()), new_beta, ties)
         finite = np.isfinite(pt.loglik) and np.all(np.isfinite(pt.score)) and np.all(np.isfinite(pt.info))
         if finite and abs(1 - best / pt.loglik) <= eps:
             beta, best, converged = new_beta, pt.loglik, True
@@ -359,7 +379,7 @@ def cox_fit(sums_fn: Callable[[np.ndarray], CoxBinSums | Sequence[CoxBinSums] | 
             best = pt.loglik
             beta, new_beta = new_beta, new_beta + cho_solve(_chol(pt.info), pt.score)
     if not converged and iter_max > 1:
-        pt = _as_point(sums_fn(beta), beta, ties)
+        pt = _as_point((yield beta.copy()), beta, ties)
         best = pt.loglik
     var = cho_solve(_chol(pt.info), np.eye(p))
     var = (var + var.T) / 2

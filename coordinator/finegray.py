@@ -31,7 +31,7 @@ References: Fine & Gray (1999) JASA 94:496-509; Gray, cmprsk package documentati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,10 +212,19 @@ class FineGrayResult:
 def finegray_fit(sums_fn: Callable[[np.ndarray], FineGrayBinSums], p: int,
                  gtol: float = 1e-6, maxiter: int = 10) -> FineGrayResult:
     """Replay crr's Newton path; sums_fn(beta) returns the pooled sums (one round per call)."""
+    from coordinator.cox import drive
+
+    return drive(finegray_path(p, gtol, maxiter), sums_fn)  # type: ignore[return-value]
+
+
+def finegray_path(p: int, gtol: float = 1e-6, maxiter: int = 10
+                  ) -> Generator[np.ndarray, FineGrayBinSums, FineGrayResult]:
+    """crr's path as a generator: yields each beta it needs the pooled sums at, is sent them,
+    returns the FineGrayResult (as coordinator.cox.cox_path)."""
     b = np.zeros(p)
     converged = False
     it = 0
-    pt = finegray_point(sums_fn(b), b, with_meat=False)
+    pt = finegray_point((yield b.copy()), b, with_meat=False)
     loglik0 = pt.loglik
     for it in range(maxiter + 1):
         f, g = -pt.loglik, -pt.score
@@ -226,19 +235,19 @@ def finegray_fit(sums_fn: Callable[[np.ndarray], FineGrayBinSums], p: int,
             break
         sc = -np.linalg.solve(pt.info, g)
         bn = b + sc
-        new = finegray_point(sums_fn(bn), bn, with_meat=False)
+        new = finegray_point((yield bn.copy()), bn, with_meat=False)
         halvings = 0
         while not np.isfinite(new.loglik) or -new.loglik > f + 1e-4 * float(sc @ g):
             halvings += 1
             sc = sc * 0.5
             bn = b + sc
-            new = finegray_point(sums_fn(bn), bn, with_meat=False)
+            new = finegray_point((yield bn.copy()), bn, with_meat=False)
             if halvings > 20:
                 break
         if halvings > 20:
             break
         b, pt = bn, new
-    s = sums_fn(b)
+    s = yield b.copy()
     final = finegray_point(s, b)
     hinv = np.linalg.inv(final.info)
     var = hinv @ final.meat @ hinv.T

@@ -191,8 +191,7 @@ def run_job(grid: Grid, job: Job, run_id: int) -> dict[str, Any]:
     started = time.time()
     outcome: dict[str, Any] = {"flower_run_id": run_id, "ok": False}
     try:
-        from coordinator.results import pooled_results
-        from coordinator.secure_round import run_plan_secure
+        from coordinator.plan_run import run_plan
         from protocol.plan import load_plan, plan_from_dict
         from protocol.roster import Roster
         from site_node.keystore import load_party, read_passphrase_file
@@ -213,8 +212,7 @@ def run_job(grid: Grid, job: Job, run_id: int) -> dict[str, Any]:
             raise RuntimeError(f"only {len(sites)} site(s) are connected but at least {job.min_sites} are needed; "
                                f"not connected: {', '.join(missing)}")
         transport = FlowerTransport(grid, nodes, plan.timeout_seconds, on_progress=say)
-        result = run_plan_secure(plan, transport, keys, roster, sites, min_sites=job.min_sites, on_progress=say)
-        results = pooled_results(plan, result.tallies, list(result.sites))
+        results, result = run_plan(plan, transport, keys, roster, sites, min_sites=job.min_sites, on_progress=say)
         results["secure_aggregation"] = {"query_ids": list(result.query_ids), "notes": list(result.notes),
                                          "refusals": [{"site": s, "reason": r} for s, r in result.refusals]}
         if missing:

@@ -233,7 +233,8 @@ def _document(plan: Plan, tallies: Tallies, sites: list[dict[str, Any]], toleran
         "n": tallies.n,
         "left_out": {k: v for k, v in dropped.items() if v},
         "analyses": {a.name: (_undefined_if_failing if tolerant else ANALYSES[a.kind])(tallies, plan, a)
-                     for a in plan.analyses},
+                     # Regression models come from their own rounds (coordinator/regression_rounds.py).
+                     for a in plan.analyses if not a.is_regression},
     }
 
 

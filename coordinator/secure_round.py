@@ -41,12 +41,12 @@ class RoundResult:
 
 def new_query(plan: Plan, coordinator: PartyKeys, participants: Sequence[str], ttl_seconds: float,
               clock: Callable[[], float] = time.time, rerun_of: str | None = None,
-              evidence: tuple[bytes, ...] = ()) -> tuple[Query, bytes]:
+              evidence: tuple[bytes, ...] = (), step: dict | None = None) -> tuple[Query, bytes]:
     """A fresh query (random 128-bit id) and its signed wire form."""
     now = clock()
     q = Query(query_id=secrets.token_hex(16), plan_json=plan.canonical_json(), plan_sha256=plan.sha256,
               participants=tuple(sorted(participants)), issued_at=now, expires_at=now + ttl_seconds,
-              coordinator=coordinator.public().fingerprint, rerun_of=rerun_of, evidence=evidence)
+              coordinator=coordinator.public().fingerprint, rerun_of=rerun_of, evidence=evidence, step=step)
     return q, sign_query(q, coordinator).encode()
 
 
@@ -88,7 +88,8 @@ def _collect(query: Query, roster: Roster, raw: Mapping[str, object], sites: Seq
 def run_plan_secure(plan: Plan, transport: Transport, coordinator: PartyKeys, roster: Roster, sites: Sequence[str],
                     min_sites: int = 3, ttl_seconds: float = 600, clock: Callable[[], float] = time.time,
                     on_progress: Callable[[str], None] | None = None, approval_wait_seconds: float = 0.0,
-                    sleep: Callable[[float], None] = time.sleep, check: Check | None = None) -> RoundResult:
+                    sleep: Callable[[float], None] = time.sleep, check: Check | None = None,
+                    rerun_of: str | None = None, evidence: tuple[bytes, ...] = ()) -> RoundResult:
     """Run `plan` over `sites`, rerunning without the sites that fail, and return the checked sum.
 
     Raises AggregationError when fewer than `min_sites` can take part (naming the sites that
@@ -96,6 +97,8 @@ def run_plan_secure(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
     With `approval_wait_seconds` > 0, sites awaiting manual approval are asked again with the
     same signed query every few seconds until they answer, the query expires or the wait ends.
     `check` replaces the exact consistency checks (see coordinator.aggregate.aggregate_replies).
+    `rerun_of` and `evidence` start the run as a rerun of an earlier query (a plan whose
+    regression rounds lost a site is run again from its tally round).
     """
     say = on_progress or (lambda _m: None)
     participants = sorted(sites)
@@ -108,8 +111,6 @@ def run_plan_secure(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
     notes: list[str] = []
     refusals: list[tuple[str, str]] = []
     left_out: dict[str, str] = {}
-    rerun_of: str | None = None
-    evidence: tuple[bytes, ...] = ()
     while True:
         if len(participants) < min_sites:
             why = "; ".join(f"{s} {r}" for s, r in left_out.items())

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from coordinator.results import pooled_results
-from coordinator.secure_round import RoundResult, local_transport, run_plan_secure
+from coordinator.plan_run import run_plan
+from coordinator.secure_round import RoundResult, local_transport
 from protocol.plan import Plan
 from protocol.roster import consortium_for_run
 from site_node.mapping import load_mapping
@@ -59,9 +59,8 @@ def run_prepared(plan: Plan, prepared: Mapping[str, PreparedData], policies: Map
 
     # A site that fails (say, its audit log cannot be written) counts as not answering.
     transport = local_transport({name: node.answer for name, node in nodes.items()})
-    outcome = run_plan_secure(plan, transport, coordinator, roster, names, min_sites=min(3, len(names)),
-                              on_progress=progress)
-    results = pooled_results(plan, outcome.tallies, list(outcome.sites))
+    results, outcome = run_plan(plan, transport, coordinator, roster, names, min_sites=min(3, len(names)),
+                                on_progress=progress)
     results["site_left_out"] = {n: p.left_out for n, p in prepared.items() if p.left_out}
     results["secure_aggregation"] = {"query_ids": list(outcome.query_ids), "notes": list(outcome.notes),
                                      "refusals": [{"site": s, "reason": r} for s, r in outcome.refusals]}

@@ -18,7 +18,12 @@ from protocol.errors import FedsurvError
 if TYPE_CHECKING:
     from protocol.dp_plan import PrivacySpec
 
-KINDS = ("km", "cif", "logrank", "proportion", "describe", "gray", "rmst")
+KINDS = ("km", "cif", "logrank", "proportion", "describe", "gray", "rmst", "cox", "finegray")
+# Regression kinds take Newton rounds after the tally round (coordinator/regression_rounds.py).
+REGRESSION_KINDS = ("cox", "finegray")
+TIES = ("efron", "breslow")
+# strata = "site" stratifies a Cox model by site: each site sends only its own point.
+SITE_STRATA = "site"
 CONF_TYPES = ("log-log", "log", "plain")
 TIME_UNITS = ("days", "weeks", "months", "years")
 # Days per unit when time is derived from dates; months and years follow the Julian year,
@@ -97,6 +102,9 @@ class Variable:
     range: tuple[float, float] | None = None
     missing: str = "error"
     column: str | None = None
+    # Public centre and scale of a numeric regression covariate: the site uses (x - center) / scale.
+    center: float | None = None
+    scale: float | None = None
 
     @property
     def is_numeric(self) -> bool:
@@ -105,6 +113,26 @@ class Variable:
     @property
     def source(self) -> str:
         return self.column or self.name
+
+    @property
+    def regression_center(self) -> float:
+        """The centre a regression uses: the declared one, else the middle of the range."""
+        if self.center is not None:
+            return self.center
+        assert self.range is not None
+        return (self.range[0] + self.range[1]) / 2
+
+    @property
+    def regression_scale(self) -> float:
+        return 1.0 if self.scale is None else self.scale
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Model terms as R names them: the variable, or treatment contrasts NAMElevel
+        against the first level."""
+        if self.levels is None:
+            return (self.name,)
+        return tuple(f"{self.name}{lev}" for lev in self.levels[1:])
 
 
 @dataclass(frozen=True)
@@ -123,6 +151,17 @@ class Analysis:
     rho: float = 0.0
     tau: float | None = None
     conf_type: str | None = None
+    covariates: tuple[str, ...] = ()
+    ties: str = "efron"
+    robust: bool = False
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind in REGRESSION_KINDS
+
+    @property
+    def site_strata(self) -> bool:
+        return self.strata == (SITE_STRATA,)
 
     @property
     def stratification(self) -> tuple[str, ...]:
@@ -275,7 +314,7 @@ def _parse_variable(name: str, t: Mapping[str, Any]) -> Variable:
     where = f"variables.{name}"
     if not isinstance(t, dict):
         raise PlanError(f"{where}: expected a table")
-    _check_keys(t, {"levels", "type", "decimals", "range", "missing", "column"}, where)
+    _check_keys(t, {"levels", "type", "decimals", "range", "missing", "column", "center", "scale"}, where)
     missing = t.get("missing", "error")
     if missing not in ("error", "drop", "count"):
         raise PlanError(f"{where}.missing: expected 'error', 'drop' or 'count', got {missing!r}")
@@ -283,6 +322,9 @@ def _parse_variable(name: str, t: Mapping[str, Any]) -> Variable:
     if column is not None:
         column = _str(column, f"{where}.column")
     if "levels" in t:
+        for k in ("center", "scale", "range", "decimals"):
+            if k in t:
+                raise PlanError(f"{where}.{k}: only for numeric variables")
         levels = _str_list(t["levels"], f"{where}.levels")
         if len(set(levels)) != len(levels):
             raise PlanError(f"{where}.levels: levels must be distinct")
@@ -302,11 +344,21 @@ def _parse_variable(name: str, t: Mapping[str, Any]) -> Variable:
     if max(abs(lo), abs(hi)) * 10**decimals > 2**20:
         raise PlanError(f"{where}.range: too wide for fixed point at {decimals} decimals "
                         f"(|value| * 10**decimals must stay within {2**20:,})")
-    return Variable(name=name, decimals=decimals, range=(float(lo), float(hi)), missing=missing, column=column)
+    center = scale = None
+    if "center" in t:
+        center = float(_num(t["center"], f"{where}.center"))
+        if not lo <= center <= hi:
+            raise PlanError(f"{where}.center: must lie within the range")
+    if "scale" in t:
+        scale = float(_num(t["scale"], f"{where}.scale"))
+        if scale <= 0:
+            raise PlanError(f"{where}.scale: must be positive")
+    return Variable(name=name, decimals=decimals, range=(float(lo), float(hi)), missing=missing, column=column,
+                    center=center, scale=scale)
 
 
 _ANALYSIS_KEYS = {"name", "kind", "endpoint", "cause", "strata", "groups", "times", "variable", "success",
-                  "method", "variables", "rho", "tau", "conf_type"}
+                  "method", "variables", "rho", "tau", "conf_type", "covariates", "ties", "robust"}
 
 
 def _parse_analysis(i: int, t: Mapping[str, Any], endpoints: dict[str, Endpoint],
@@ -330,6 +382,8 @@ def _parse_analysis(i: int, t: Mapping[str, Any], endpoints: dict[str, Endpoint]
         return vname
 
     kw: dict[str, Any] = {"name": name, "kind": kind}
+    if kind in REGRESSION_KINDS:
+        return _parse_regression(t, kw, where, endpoints, variables, var)
     strata = tuple(var(s, "strata") for s in _str_list(t.get("strata", []), f"{where}.strata"))
     if len(set(strata)) != len(strata):
         raise PlanError(f"{where}.strata: a variable is listed twice")
@@ -406,6 +460,69 @@ def _parse_analysis(i: int, t: Mapping[str, Any], endpoints: dict[str, Endpoint]
             raise PlanError(f"{where}.strata: not supported for describe")
     for k in ("endpoint", "cause", "groups", "times", "variable", "success", "variables", "rho", "tau", "method"):
         if k in t and k not in kw:
+            raise PlanError(f"{where}.{k}: not used by a {kind} analysis")
+    return Analysis(**kw)
+
+
+def _parse_regression(t: Mapping[str, Any], kw: dict[str, Any], where: str, endpoints: dict[str, Endpoint],
+                      variables: dict[str, Variable], var: Any) -> Analysis:
+    """A Cox (``coxph``) or Fine-Gray (``cmprsk::crr``) model: endpoint, cause, covariates,
+    ties, robust and strata (a categorical variable, or "site"; Cox only)."""
+    kind = kw["kind"]
+    ep_name = _str(t.get("endpoint"), f"{where}.endpoint")
+    if ep_name not in endpoints:
+        raise PlanError(f"{where}.endpoint: {ep_name!r} is not declared under [endpoints]")
+    ep = endpoints[ep_name]
+    kw["endpoint"] = ep_name
+    causes = [c.name for c in ep.causes]
+    if "cause" in t:
+        cause = _str(t["cause"], f"{where}.cause")
+        if cause not in causes and not (kind == "cox" and cause == ANY_CAUSE):
+            raise PlanError(f"{where}.cause: {cause!r} is not a cause of endpoint {ep_name!r} "
+                            f"(causes: {', '.join(causes)}{', or any' if kind == 'cox' else ''})")
+    elif len(causes) == 1:
+        cause = causes[0]
+    else:
+        raise PlanError(f"{where}.cause: endpoint {ep_name!r} has several causes; name the one modelled")
+    kw["cause"] = cause
+    covs = _str_list(t.get("covariates", []), f"{where}.covariates")
+    if not covs:
+        raise PlanError(f"{where}.covariates: list the model's covariates (declared under [variables])")
+    if len(set(covs)) != len(covs):
+        raise PlanError(f"{where}.covariates: a variable is listed twice")
+    for c in covs:
+        v = variables.get(c)
+        if v is None:
+            raise PlanError(f"{where}.covariates: {c!r} is not declared under [variables]")
+        if v.levels is not None and len(v.levels) < 2:
+            raise PlanError(f"{where}.covariates: {c!r} needs at least two levels")
+        if v.is_numeric and v.regression_scale <= 0:
+            raise PlanError(f"variables.{c}.scale: must be positive")
+    kw["covariates"] = covs
+    ties = t.get("ties", "efron" if kind == "cox" else "breslow")
+    if ties not in TIES:
+        raise PlanError(f"{where}.ties: expected one of {', '.join(TIES)}, got {ties!r}")
+    if kind == "finegray" and ties != "breslow":
+        raise PlanError(f"{where}.ties: cmprsk::crr handles ties as Breslow only")
+    kw["ties"] = ties
+    robust = t.get("robust", kind == "finegray")
+    if not isinstance(robust, bool):
+        raise PlanError(f"{where}.robust: expected true or false")
+    if kind == "finegray" and not robust:
+        raise PlanError(f"{where}.robust: crr's variance is always the sandwich; remove the key or set true")
+    kw["robust"] = robust
+    strata = _str_list(t.get("strata", []), f"{where}.strata")
+    if strata and kind == "finegray":
+        raise PlanError(f"{where}.strata: cmprsk::crr fits no strata")
+    if len(strata) > 1:
+        raise PlanError(f"{where}.strata: one variable, or \"site\"")
+    if strata and strata[0] != SITE_STRATA:
+        var(strata[0], "strata")
+        if strata[0] in covs:
+            raise PlanError(f"{where}.strata: {strata[0]!r} is also a covariate")
+    kw["strata"] = strata
+    for k in ("groups", "times", "variable", "success", "variables", "rho", "tau", "method", "conf_type"):
+        if k in t:
             raise PlanError(f"{where}.{k}: not used by a {kind} analysis")
     return Analysis(**kw)
 
@@ -547,15 +664,21 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             d["levels"] = list(v.levels)
         else:
             d.update(type="numeric", decimals=v.decimals, range=list(v.range))  # type: ignore[arg-type]
+            # Only when set: plans without them keep the canonical form (and hash) they always had.
+            if v.center is not None:
+                d["center"] = v.center
+            if v.scale is not None:
+                d["scale"] = v.scale
         vs[v.name] = d
     ans = []
     defaults = Analysis(name="", kind="km")
     for a in plan.analyses:
         d = {"name": a.name, "kind": a.kind}
         for k in ("endpoint", "cause", "strata", "groups", "times", "variable", "success", "method",
-                  "variables", "rho", "tau", "conf_type"):
+                  "variables", "rho", "tau", "conf_type", "covariates", "ties", "robust"):
             val = getattr(a, k)
-            if val != getattr(defaults, k) or (k == "method" and a.kind == "proportion"):
+            if val != getattr(defaults, k) or (k == "method" and a.kind == "proportion") or (
+                    k in ("ties", "robust") and a.is_regression):
                 d[k] = list(val) if isinstance(val, tuple) else val
         ans.append(d)
     doc = {"plan": head, "endpoints": eps, "variables": vs, "analyses": ans}

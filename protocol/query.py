@@ -65,9 +65,12 @@ class Query:
     coordinator: str = ""
     rerun_of: str | None = None
     evidence: tuple[bytes, ...] = field(default=())
+    # A regression round's broadcast (protocol.regression.Step.to_dict); None for the tally round.
+    step: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
-        return _canonical({
+        extra = {} if self.step is None else {"step": self.step}
+        return _canonical({**extra,
             "version": 1, "query_id": self.query_id, "plan": self.plan_json, "plan_sha256": self.plan_sha256,
             "participants": list(self.participants), "issued_at": self.issued_at, "expires_at": self.expires_at,
             "coordinator": self.coordinator, "rerun_of": self.rerun_of,
@@ -84,7 +87,10 @@ class Query:
                     participants=tuple(str(p) for p in d["participants"]), issued_at=float(d["issued_at"]),
                     expires_at=float(d["expires_at"]), coordinator=str(d.get("coordinator", "")),
                     rerun_of=None if d.get("rerun_of") is None else str(d["rerun_of"]),
-                    evidence=tuple(base64.b64decode(e, validate=True) for e in d.get("evidence", [])))
+                    evidence=tuple(base64.b64decode(e, validate=True) for e in d.get("evidence", [])),
+                    step=d.get("step"))
+            if q.step is not None and not isinstance(q.step, dict):
+                raise MessageError("malformed round step")
         except MessageError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):

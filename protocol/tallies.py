@@ -13,6 +13,9 @@ needs the element-wise sum. Blocks:
 - ``count:<variable>`` shape (levels + 1,): patients per level, the last cell missing.
 - ``moments:<variable>`` shape (4,): n, sum and sum of squares of round(x * 10**decimals),
   and the number missing.
+- ``regsurv:<model>`` shape (strata, bins, 3) and ``regdropped:<model>`` shape (1,): a Cox
+  or Fine-Gray model's rows by stratum, bin and outcome (0 censored, 1 the cause, 2 a
+  competing event), and its rows left out for a missing covariate (protocol/regression.py).
 - ``n`` shape (1,): rows in the site's data.
 """
 
@@ -64,7 +67,8 @@ def stratifications(plan: Plan) -> list[tuple[str, tuple[str, ...]]]:
     """The distinct (endpoint, stratification variables) pairs the plan's analyses need."""
     seen: list[tuple[str, tuple[str, ...]]] = []
     for a in plan.analyses:
-        if a.endpoint is None:
+        # A regression model's counts travel with its own sums (protocol/regression.py).
+        if a.endpoint is None or a.is_regression:
             continue
         key = (a.endpoint, a.stratification)
         if key not in seen:
@@ -88,6 +92,12 @@ def layout(plan: Plan) -> tuple[Block, ...]:
         n_cells = len(cell_labels(plan, vs))
         blocks.append(Block(surv_key(ep_name, vs), (n_cells, plan.n_bins, 1 + ep.n_causes)))
         blocks.append(Block(dropped_key(ep_name, vs), (1,)))
+    for a in plan.analyses:
+        if a.is_regression:
+            # Counts of the model's rows (protocol/regression.py), published before any sum of x.
+            n_strata = len(plan.variable(a.strata[0]).levels) if a.strata and not a.site_strata else 1  # type: ignore[arg-type]
+            blocks.append(Block(f"regsurv:{a.name}", (n_strata, plan.n_bins, 3)))
+            blocks.append(Block(f"regdropped:{a.name}", (1,)))
     for v in described_variables(plan):
         var = plan.variable(v)
         if var.is_numeric:

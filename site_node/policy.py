@@ -16,6 +16,13 @@ A TOML file read only at the site (example: fedsurv/examples/policy.toml)::
     manual_approval = false              # each query waits for `fedsurv site approve QUERY_ID`
     max_query_lifetime_seconds = 3600    # refuse queries valid for longer
 
+    [regression]                         # Cox / Fine-Gray rounds (issue 8), all optional:
+    min_patients = 11                    # fewest patients here in a model (and p <= n / 3)
+    min_level_size = 3                   # a covariate level with 1 to 2 patients here is refused
+    min_exits = 2                        # every pooled bin with exits holds at least this many
+    max_xb_spread = 10                   # largest spread of x'beta over this site's rows
+    max_rounds = 40                      # rounds one model may take (iter.max plus halvings)
+
 Only ``kinds`` and ``variables`` are required; the rest default to the values shown
 (``finest_bin_width`` to 1 day). A refusal always says which rule applied. An optional
 ``[privacy]`` table (the differential privacy budget, site_node/dp_ledger.py) is validated
@@ -36,6 +43,7 @@ import numpy as np
 from protocol.errors import FedsurvError
 from protocol.plan import DAYS_PER_UNIT, KINDS, TIME_UNITS, Plan
 from protocol.tallies import CELL_SEPARATOR, Tallies, cell_labels, described_variables, stratifications, surv_key
+from site_node.cox_site import CoxSitePolicy
 from site_node.dp_ledger import PrivacyPolicy, PrivacyPolicyError, parse_privacy_policy
 
 ABSOLUTE_MIN_SITES = 3
@@ -60,6 +68,7 @@ class Policy:
     manual_approval: bool = False
     max_query_lifetime_seconds: float = 3600.0
     privacy: Mapping[str, Any] | None = None  # the raw [privacy] table, for site_node/dp_ledger.py
+    regression: CoxSitePolicy = CoxSitePolicy()
 
     @property
     def required_sites(self) -> int:
@@ -82,8 +91,9 @@ def parse_policy(text: str, where: str = "policy") -> Policy:
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{where}: not valid TOML: {e}") from None
     t = doc.get("policy")
-    if not isinstance(t, dict) or set(doc) - {"policy", "privacy"}:
-        raise PolicyError(f"{where}: expected a [policy] table (and optionally a [privacy] table)")
+    if not isinstance(t, dict) or set(doc) - {"policy", "privacy", "regression"}:
+        raise PolicyError(f"{where}: expected a [policy] table (and optionally [privacy] and [regression] tables)")
+    regression = _parse_regression(doc.get("regression", {}), where)
     privacy = doc.get("privacy")
     if privacy is not None and not isinstance(privacy, dict):
         raise PolicyError(f"{where}: privacy: expected a [privacy] table")
@@ -138,7 +148,31 @@ def parse_policy(text: str, where: str = "policy") -> Policy:
         same_plan_other_sites=flag("same_plan_other_sites"), rerun_after_dropout=flag("rerun_after_dropout"),
         manual_approval=flag("manual_approval"),
         max_query_lifetime_seconds=number("max_query_lifetime_seconds", 3600.0), privacy=privacy,
+        regression=regression,
     )
+
+
+_REGRESSION_KEYS = {"min_patients", "min_level_size", "min_exits", "max_xb_spread", "max_rounds"}
+
+
+def _parse_regression(t: Any, where: str) -> CoxSitePolicy:
+    if not isinstance(t, dict):
+        raise PolicyError(f"{where}: regression: expected a [regression] table")
+    unknown = sorted(set(t) - _REGRESSION_KEYS)
+    if unknown:
+        raise PolicyError(f"{where}: regression.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_REGRESSION_KEYS))})")
+    d = CoxSitePolicy()
+    out: dict[str, Any] = {}
+    for key in ("min_patients", "min_level_size", "min_exits", "max_rounds"):
+        v = t.get(key, getattr(d, key))
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise PolicyError(f"{where}: regression.{key}: expected an integer of at least 1")
+        out[key] = v
+    v = t.get("max_xb_spread", d.max_xb_spread)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise PolicyError(f"{where}: regression.max_xb_spread: expected a positive number")
+    out["max_xb_spread"] = float(v)
+    return CoxSitePolicy(**out)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -153,7 +187,8 @@ def plan_variables(plan: Plan) -> list[str]:
     """Every variable whose values the plan's tallies depend on."""
     used: list[str] = []
     for a in plan.analyses:
-        for v in a.stratification + ((a.variable,) if a.variable else ()) + a.variables:
+        strata = () if a.site_strata else a.stratification
+        for v in strata + ((a.variable,) if a.variable else ()) + a.variables + a.covariates:
             if v not in used:
                 used.append(v)
     return used
@@ -166,13 +201,14 @@ def plan_reasons(policy: Policy, plan: Plan) -> list[str]:
         if a.kind not in policy.kinds:
             reasons.append(f"analysis {a.name!r}: kind {a.kind!r} is not allowed (policy.kinds)")
     if policy.endpoints is not None:
-        for ep in dict.fromkeys(ep for ep, _ in stratifications(plan)):
+        for ep in dict.fromkeys([ep for ep, _ in stratifications(plan)]
+                                + [a.endpoint for a in plan.analyses if a.is_regression]):
             if ep not in policy.endpoints:
                 reasons.append(f"endpoint {ep!r} is not allowed (policy.endpoints)")
     for v in plan_variables(plan):
         if v not in policy.variables:
             reasons.append(f"variable {v!r} is not allowed (policy.variables)")
-    if stratifications(plan):
+    if stratifications(plan) or any(a.is_regression and not a.site_strata for a in plan.analyses):
         plan_days = plan.bin_width * DAYS_PER_UNIT[plan.time_unit]
         finest_days = policy.finest_bin_width * DAYS_PER_UNIT[policy.time_unit]
         if plan_days < finest_days * (1 - 1e-9):

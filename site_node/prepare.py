@@ -68,7 +68,8 @@ def used_endpoints(plan: Plan) -> list[Endpoint]:
 def used_variables(plan: Plan) -> list[Variable]:
     names: dict[str, None] = {}
     for a in plan.analyses:
-        for v in (*a.strata, a.groups, a.variable, *a.variables, *getattr(a, "covariates", ())):
+        strata = () if a.site_strata else a.strata  # "site" is not a column
+        for v in (*strata, a.groups, a.variable, *a.variables, *a.covariates):
             if v is not None:
                 names[v] = None
     return [plan.variable(n) for n in names]

@@ -38,6 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+
+import numpy as np
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,7 @@ from protocol.keys import PartyKeys, b64
 from protocol.masking import Masker, payload_bytes
 from protocol.plan import Plan, plan_from_dict
 from protocol.query import AWAITING_APPROVAL, MessageError, Query, Reply, decode_reply, decode_signed_query
+from protocol.regression import Step, StepError, check_step, encode_values, regression_analyses
 from protocol.roster import Roster
 from protocol.tallies import Tallies
 from site_node.audit import AuditLog
@@ -58,6 +61,7 @@ from site_node.dp_ledger import BudgetDecision, budget_decision, ledger_from_rec
 from site_node.dp_noise import add_noise_shares
 from site_node.policy import Policy, participant_reasons, plan_reasons, small_strata
 from site_node.prepared import PreparedData
+from site_node.regression import ModelData, model_data, model_reasons, model_values
 from site_node.tally import compute_tallies
 
 DAY_SECONDS = 86400.0
@@ -79,7 +83,7 @@ def block_digests(tallies: Tallies) -> list[str]:
     """
     out = []
     for b in tallies.blocks:
-        if b.key.split(":", 1)[0] in ("surv", "count", "moments"):
+        if b.key.split(":", 1)[0] in ("surv", "count", "moments", "regsurv"):
             a = tallies[b.key]
             out.append(hashlib.sha256(repr(a.shape).encode() + a.astype("<i8").tobytes()).hexdigest())
     return sorted(set(out))
@@ -143,6 +147,8 @@ class SiteNode:
         self._masker = Masker(keys)
         self._lock = threading.Lock()
         self._peers = {s.name: s.masking_public for s in roster.sites}
+        # The rows of the last plan's regression models, kept between its rounds.
+        self._models: tuple[str, dict[str, ModelData]] | None = None
 
     # ------------------------------------------------------------------ history, from the audit log
 
@@ -157,6 +163,7 @@ class SiteNode:
         """Earlier answers to this plan, or to any plan that repeated one of these tally blocks."""
         superseded = {q for e in self.audit.entries for q in e.get("supersedes", [])}
         return [e for e in self.audit.entries if e.get("decision") == "ok" and e.get("query_id") not in superseded
+                and "step" not in e
                 and (e.get("plan_sha256") == plan_sha256 or blocks & set(e.get("blocks_sha256", [])))]
 
     # ------------------------------------------------------------------ the answer path
@@ -213,6 +220,12 @@ class SiteNode:
         record["plan"] = plan.to_dict()
         if plan.sha256 != query.plan_sha256:
             raise _Refuse("refused", ["the plan does not match the plan hash in the query"])
+        step = None
+        if query.step is not None:
+            try:
+                step = Step.from_dict(query.step)
+            except StepError as e:
+                raise _Refuse("refused", [str(e)]) from None
         if self.policy is not None:
             reasons = participant_reasons(self.policy, len(query.participants)) + plan_reasons(self.policy, plan)
             if query.expires_at - query.issued_at > self.policy.max_query_lifetime_seconds:
@@ -220,10 +233,15 @@ class SiteNode:
                                f"({self.policy.max_query_lifetime_seconds:g} s, policy.max_query_lifetime_seconds)")
             if reasons:
                 raise _Refuse("refused", reasons)
-            self._check_rate(now)
+            if step is None:
+                self._check_rate(now)
+        if step is not None:
+            return self._answer_round(query, plan, step, record)
         tallies = self._tallies(plan, record)
         if self.policy is not None:
-            small = small_strata(plan, tallies, self.policy.min_stratum_size)
+            small = small_strata(plan, tallies, self.policy.min_stratum_size) + [
+                r for a in regression_analyses(plan)
+                for r in model_reasons(a, self._model_rows(plan)[a.name], None, 0, None, self.policy.regression)]
             if small:
                 raise _Refuse("refused", small)
             if not self.policy.same_plan_other_sites:
@@ -297,7 +315,9 @@ class SiteNode:
     def _check_rate(self, now: float) -> None:
         policy = self.policy
         assert policy is not None
-        recent = sum(1 for e in self.audit.entries if e.get("decision") == "ok" and e.get("unix", 0) > now - DAY_SECONDS)
+        # A regression round continues an answered query; only the queries themselves count.
+        recent = sum(1 for e in self.audit.entries if e.get("decision") == "ok" and "step" not in e
+                     and e.get("unix", 0) > now - DAY_SECONDS)
         if recent >= policy.max_queries_per_day:
             raise _Refuse("refused", [(f"the site has answered {recent} queries in the last 24 hours "
                                        f"(policy.max_queries_per_day = {policy.max_queries_per_day})")])
@@ -355,10 +375,59 @@ class SiteNode:
                 proven.add(r.site)
         return proven
 
+    def _answer_round(self, query: Query, plan: Plan, step: Step, record: dict[str, Any]) -> Reply:
+        """A Cox / Fine-Gray round (protocol/regression.py): the sums at the broadcast beta.
+
+        Only a continuation of a tally round this site answered for the same plan and the same
+        participants is answered, so the rounds of one fit always sum over one set of sites;
+        rounds are numbered upwards, and the policy's [regression] bounds apply to each.
+        """
+        record["step"] = step.to_dict()
+        reasons = check_step(plan, step)
+        if reasons:
+            raise _Refuse("refused", reasons)
+        first = next((e for e in self.audit.entries if e.get("query_id") == step.round1 and e.get("decision") == "ok"
+                      and "step" not in e), None)
+        if (first is None or first.get("plan_sha256") != query.plan_sha256
+                or sorted(first.get("participants", [])) != sorted(query.participants)):
+            raise _Refuse("refused", ["this round does not continue a tally round this site answered for the same "
+                                      "plan and the same sites"])
+        earlier = [e["step"]["round"] for e in self.audit.entries
+                   if e.get("decision") == "ok" and (e.get("step") or {}).get("round1") == step.round1]
+        if earlier and max(earlier) >= step.round_no:
+            raise _Refuse("refused", [f"round {step.round_no} comes after round {max(earlier)}"])
+        models = self._model_rows(plan)
+        policy = self.policy.regression if self.policy is not None else None
+        by_name = {a.name: a for a in regression_analyses(plan)}
+        for name, beta in step.betas:
+            reasons += model_reasons(by_name[name], models[name], np.array(beta), len(earlier) + 1,
+                                     step.exits(name), policy)
+        if reasons:
+            raise _Refuse("refused", reasons)
+        try:
+            values = np.concatenate([model_values(plan, by_name[n], models[n], step.beta(n)) for n, _ in step.betas])
+            words = encode_values(values)
+        except (ValueError, FloatingPointError) as e:
+            raise _Refuse("refused", [f"the sums at this beta cannot be sent exactly ({e})"]) from None
+        masked = self._masker.mask128(words, query.query_id, query.plan_sha256, query.participants, self._peers)
+        record.update(decision="ok", reasons=[], values=int(values.size))
+        return Reply(self.name, query.query_id, query.plan_sha256, "ok", "", 0, payload_bytes(masked), final=True)
+
+    def _model_rows(self, plan: Plan) -> dict[str, ModelData]:
+        if self._models is None or self._models[0] != plan.sha256:
+            try:
+                data = self._load_data(plan)
+                self._models = (plan.sha256, {a.name: model_data(plan, a, data) for a in regression_analyses(plan)})
+            except Exception as e:  # noqa: BLE001 - any failure becomes an error reply, details stay here
+                raise _Refuse("error", [DATA_FAILED], detail=f"{e.__class__.__name__}: {e}") from None
+        return self._models[1]
+
     def _tallies(self, plan: Plan, record: dict[str, Any]) -> Tallies:
         try:
             data = self._load_data(plan)
             tallies = compute_tallies(plan, data)
+            if regression_analyses(plan):
+                self._models = (plan.sha256, {a.name: model_data(plan, a, data) for a in regression_analyses(plan)})
         except Exception as e:  # noqa: BLE001 - any failure becomes an error reply, details stay here
             raise _Refuse("error", [DATA_FAILED], detail=f"{e.__class__.__name__}: {e}") from None
         record.update(n=tallies.n, tallies_sha256=tallies_sha256(tallies), blocks_sha256=block_digests(tallies))

@@ -174,6 +174,13 @@ def compute_tallies(plan: Plan, data: PreparedData) -> Tallies:
             miss = data.missing[v]
             x = data.fixed[v][~miss].astype(np.int64)
             arrays[b.key] = np.array([x.size, int(x.sum()), int((x * x).sum()), int(miss.sum())], dtype=np.int64)
+    for a in plan.analyses:
+        if a.is_regression:
+            from site_node.regression import model_data
+
+            md = model_data(plan, a, data)
+            arrays[f"regsurv:{a.name}"] = md.counts(plan.n_bins)
+            arrays[f"regdropped:{a.name}"] = np.array([md.dropped], dtype=np.int64)
     missing_keys = [b.key for b in blocks if b.key not in arrays]
     if missing_keys:
         raise AssertionError(f"no tally computed for {missing_keys}")

@@ -26,7 +26,7 @@ def test_example_policy_parses_with_its_documented_values():
 @pytest.mark.parametrize("text, message", [
     ('[policy]\nvariables = []', "policy.kinds: missing"),
     ('[policy]\nkinds = ["km"]', "policy.variables: missing"),
-    ('[policy]\nkinds = ["cox"]\nvariables = []', "'cox' is not an analysis kind"),
+    ('[policy]\nkinds = ["coxph"]\nvariables = []', "'coxph' is not an analysis kind"),
     ('[policy]\nkinds = ["km"]\nvariables = []\nmin_stratum_size = 0', "policy.min_stratum_size: expected an integer of at least 1"),
     ('[policy]\nkinds = ["km"]\nvariables = []\nmanual_approval = "yes"', "policy.manual_approval: expected true or false"),
     ('[policy]\nkinds = ["km"]\nvariables = []\nfinest_bin_width = -1', "policy.finest_bin_width: expected a positive number"),
