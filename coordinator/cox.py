@@ -120,7 +120,8 @@ def cox_bin_sums(time_bin, event, X, beta, n_bins: int) -> CoxBinSums:
     """
     b = np.asarray(time_bin, dtype=np.int64)
     ev = np.asarray(event, dtype=bool)
-    x = np.asarray(X, dtype=float).reshape(len(b), -1)
+    X = np.asarray(X, dtype=float)
+    x = X.reshape(len(b), X.shape[-1] if X.ndim == 2 else -1)
     beta = np.asarray(beta, dtype=float)
     if b.size and (b.min() < 0 or b.max() >= n_bins):
         raise ValueError("time bins must lie in 0 .. n_bins - 1")

@@ -84,7 +84,8 @@ def finegray_bin_sums(time_bin, outcome, X, beta, n_bins: int) -> FineGrayBinSum
     o = np.asarray(outcome, dtype=np.int64)
     if np.any((o < 0) | (o > 2)):
         raise ValueError("outcome codes must be 0 (censored), 1 (cause) or 2 (competing)")
-    x = np.asarray(X, dtype=float).reshape(len(b), -1)
+    X = np.asarray(X, dtype=float)
+    x = X.reshape(len(b), X.shape[-1] if X.ndim == 2 else -1)
     r = np.exp(x @ np.asarray(beta, dtype=float))
     cell = b * N_OUTCOMES + o
     m = n_bins * N_OUTCOMES

@@ -15,6 +15,7 @@ from coordinator.aggregate import Check
 from coordinator.regression_rounds import RoundFailed, merge_results, run_regressions
 from coordinator.results import pooled_results
 from coordinator.secure_round import RoundResult, Transport, run_plan_secure
+from protocol.errors import AggregationError
 from protocol.keys import PartyKeys
 from protocol.plan import Plan
 from protocol.regression import regression_analyses
@@ -59,6 +60,9 @@ def run_plan(plan: Plan, transport: Transport, coordinator: PartyKeys, roster: R
             query_ids = list(first.query_ids)
             rerun_of, evidence = first.query_ids[-1], f.replies
             participants = [s for s, _ in first.sites if s not in f.sites]
+            if len(participants) < min_sites:
+                raise AggregationError(f"{f}; only {len(participants)} site(s) remain but at least {min_sites} "
+                                       "are needed, so the regression models cannot be fitted") from None
             continue
         say(f"regression models fitted in {outcome.rounds} rounds")
         return merge_results(plan, results, outcome), first

@@ -89,7 +89,13 @@ def model_data(plan: Plan, a: Analysis, data: PreparedData) -> ModelData:
 
 
 def model_values(plan: Plan, a: Analysis, md: ModelData, beta: np.ndarray) -> np.ndarray:
-    """This site's sums for the model at beta, as the float vector a round carries."""
+    """This site's sums for the model at beta, as the float vector a round carries (a beta
+    that overflows exp(x'beta) gives non-finite sums, which encoding then refuses)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _model_values(plan, a, md, beta)
+
+
+def _model_values(plan: Plan, a: Analysis, md: ModelData, beta: np.ndarray) -> np.ndarray:
     n_bins = plan.n_bins
     if a.kind == "finegray":
         return finegray_bin_sums(md.time_bin, md.outcome, md.X, beta, n_bins).flat()

@@ -404,8 +404,8 @@ class SiteNode:
                                      step.exits(name), policy)
         if reasons:
             raise _Refuse("refused", reasons)
+        values = np.concatenate([model_values(plan, by_name[n], models[n], step.beta(n)) for n, _ in step.betas])
         try:
-            values = np.concatenate([model_values(plan, by_name[n], models[n], step.beta(n)) for n, _ in step.betas])
             words = encode_values(values)
         except (ValueError, FloatingPointError) as e:
             raise _Refuse("refused", [f"the sums at this beta cannot be sent exactly ({e})"]) from None

@@ -1,0 +1,166 @@
+"""Cox and Fine-Gray through the whole protocol (`run_in_process`: signed queries, site
+answers, 128-bit masked fixed-point sums, unmasking, checks) equal R's coxph and cmprsk::crr
+on the pooled rows (tests/fixtures/expected/cox), whatever the split over sites."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lifelines import CoxPHFitter
+
+from fedsurv.runner import run_in_process
+from fedsurv.site_input import SiteInput
+from protocol.plan import parse_plan
+from regression_plans import data, expected, model, plan_text, split
+
+CASES = ["lung_age_sex_ecog_w1", "lung_age_sex_ecog_w30", "veteran_trt_karno_age_celltype_w1",
+         "colon_cr_recurrence_rx_age_nodes_w7"]
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+
+
+def square(ref_var, p: int) -> np.ndarray:
+    return np.array(ref_var).reshape(p, p, order="F")
+
+
+@functools.cache
+def run_case(case: str) -> dict:
+    """One run per case: Efron (robust), Breslow and, with competing events, Fine-Gray; 5 sites."""
+    models = model("efron", case, robust=True) + model("breslow", case, ties="breslow")
+    if case.startswith("colon"):
+        models += model("fg", case, kind="finegray")
+    plan = parse_plan(plan_text(case, models))
+    sites = split(case, 5, Path(tempfile.mkdtemp(prefix="fedsurv-cox-")), seed=len(case))
+    results, _ = run_in_process(plan, sites)
+    return results
+
+
+@pytest.fixture(params=CASES)
+def fitted(request):
+    return request.param, run_case(request.param)
+
+
+def test_cox_equals_r(fitted):
+    case, results = fitted
+    ref = expected(case)
+    for name, key in (("efron", "efron"), ("breslow", "breslow")):
+        got, want = results["analyses"][name], ref[key]
+        p = len(want["terms"])
+        assert got["terms"] == want["terms"]
+        assert rel(got["coef"], want["coef"]) < 1e-10
+        assert np.max(np.abs(np.array(got["naive_var" if name == "efron" else "var"]) - square(want["var"], p))) < 1e-9
+        assert np.max(np.abs(np.array(got["loglik"]) - want["loglik"])) < 1e-9
+        assert abs(got["tests"]["score"] - want["score_test"]) < 1e-9
+        assert abs(got["tests"]["lr"] - want["lr_test"]) < 1e-9
+        assert got["iterations"] == want["iter"]
+        assert (got["n"], got["n_event"]) == (want["n"], want["nevent"])
+        assert got["n_dropped"] == len(data(case)) - want["n"]
+        if name == "breslow":
+            assert abs(got["tests"]["wald"] - want["wald_test"]) < 0.005  # R's fixture rounds it
+            assert rel(got["lower"], want["hr_ci95"]["lower"]) < 1e-9
+            assert rel(got["upper"], want["hr_ci95"]["upper"]) < 1e-9
+            assert rel(got["std_err"], want["se"]) < 1e-9
+
+
+def test_robust_equals_r(fitted):
+    case, results = fitted
+    got, want = results["analyses"]["efron"], expected(case)["efron_robust"]
+    p = len(want["terms"])
+    assert got["robust"] is True
+    assert np.max(np.abs(np.array(got["var"]) - square(want["robust_var"], p))) < 1e-9
+    assert rel(got["robust_std_err"], want["robust_se"]) < 1e-9
+    assert rel(got["lower"], want["hr_ci95"]["lower"]) < 1e-9
+    assert rel(got["upper"], want["hr_ci95"]["upper"]) < 1e-9
+
+
+def test_finegray_equals_crr():
+    case = "colon_cr_recurrence_rx_age_nodes_w7"
+    results = run_case(case)
+    got, want = results["analyses"]["fg"], expected(case)["fine_gray"]
+    p = len(want["terms"])
+    assert got["kind"] == "finegray" and got["terms"] == want["terms"]
+    assert got["converged"] is want["converged"]
+    assert rel(got["coef"], want["coef"]) < 1e-9
+    assert np.max(np.abs(np.array(got["var"]) - square(want["var"], p))) < 1e-9
+    assert abs(got["loglik"][1] - want["loglik"]) < 1e-9
+    assert rel(got["std_err"], want["se"]) < 1e-9
+
+
+def test_models_share_rounds(fitted):
+    """Both Cox fits (and crr) ride the same rounds: as many as the longest path needs."""
+    case, results = fitted
+    rounds = results["regression_rounds"]["rounds"]
+    per_model = [a["rounds"] for a in results["analyses"].values() if a.get("kind") in ("cox", "finegray")]
+    assert rounds == max(per_model)
+    # coxph: beta = 0, one round per iteration; converged at the last
+    ref = expected(case)
+    assert results["analyses"]["efron"]["rounds"] == ref["efron"]["iter"] + 1
+    assert len(results["regression_rounds"]["query_ids"]) == rounds
+    assert len(set(results["regression_rounds"]["query_ids"])) == rounds
+
+
+@pytest.mark.parametrize("n_sites", [1, 3, 11])
+def test_split_invariance(n_sites, tmp_path):
+    case = "veteran_trt_karno_age_celltype_w1"
+    plan = parse_plan(plan_text(case, model("m", case, robust=True)))
+    one, _ = run_in_process(plan, split(case, 1, tmp_path / "one"))
+    many, _ = run_in_process(plan, split(case, n_sites, tmp_path / "many", seed=n_sites))
+    a, b = one["analyses"]["m"], many["analyses"]["m"]
+    assert a["iterations"] == b["iterations"]
+    assert rel(b["coef"], a["coef"]) < 1e-12
+    assert np.max(np.abs(np.array(b["var"]) - np.array(a["var"]))) < 1e-14
+    assert abs(a["loglik"][1] - b["loglik"][1]) < 1e-10
+
+
+def test_public_centre_does_not_change_the_fit(tmp_path):
+    """The plan's centre only conditions the arithmetic (R centres at the means)."""
+    case = "lung_age_sex_ecog_w30"
+    sites = split(case, 4, tmp_path)
+    a, _ = run_in_process(parse_plan(plan_text(case, model("m", case))), sites)
+    b, _ = run_in_process(parse_plan(plan_text(case, model("m", case), centers={"age": 62.5, "sex": 1})), sites)
+    assert rel(a["analyses"]["m"]["coef"], b["analyses"]["m"]["coef"]) < 1e-11
+    assert rel(b["analyses"]["m"]["coef"], expected(case)["efron"]["coef"]) < 1e-10
+
+
+def _stratified_plan(case: str, strata: str) -> str:
+    extra = '[variables.centre]\nlevels = ["a", "b", "c"]\n'
+    return plan_text(case, model("m", case, strata=[strata], robust=True), extra_vars=extra)
+
+
+def test_strata_variable_and_strata_site_agree_and_match_lifelines(tmp_path):
+    """strata = a variable (per-bin sums per level) and strata = "site" (each site's own
+    point) are different messages; with the sites being the levels they must agree, and equal
+    lifelines' stratified Efron fit (which agrees with coxph) on the same rows."""
+    case = "veteran_trt_karno_age_celltype_w1"
+    df = data(case)
+    df["centre"] = np.array(["a", "b", "c"])[np.random.default_rng(5).integers(0, 3, len(df))]
+    sites = []
+    for lev in "abc":
+        path = tmp_path / f"{lev}.csv"
+        df[df.centre == lev].to_csv(path, index=False)
+        sites.append(SiteInput(f"site_{lev}", path))
+    by_var, _ = run_in_process(parse_plan(_stratified_plan(case, "centre")), sites)
+    by_site, _ = run_in_process(parse_plan(_stratified_plan(case, "site")), sites)
+    v, s = by_var["analyses"]["m"], by_site["analyses"]["m"]
+    assert v["iterations"] == s["iterations"]
+    assert rel(v["coef"], s["coef"]) < 1e-11
+    assert np.max(np.abs(np.array(v["var"]) - np.array(s["var"]))) < 1e-13
+    assert s["strata"] == ["site"] and v["strata"] == ["centre"]
+    # lifelines on the same design (treatment contrasts, celltype against adeno)
+    X = df[["trt", "karno", "age"]].astype(float)
+    for lev in ["large", "smallcell", "squamous"]:
+        X[f"celltype{lev}"] = (df.celltype == lev).astype(float)
+    X["time"], X["event"], X["centre"] = df.time, df.event, df.centre
+    cph = CoxPHFitter().fit(X, "time", "event", strata=["centre"],
+                            fit_options={"precision": 1e-13, "r_precision": 1e-14, "max_steps": 200})
+    terms = ["trt", "karno", "age", "celltypelarge", "celltypesmallcell", "celltypesquamous"]
+    assert v["terms"] == terms
+    assert rel(v["coef"], cph.params_[terms].to_numpy()) < 1e-9
+    assert abs(v["loglik"][1] - cph.log_likelihood_) < 1e-9
