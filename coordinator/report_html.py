@@ -743,21 +743,51 @@ def _describe_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple
 
 
 def _cox_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, list[dict]]:
+    """A regression table as papers print it: coefficient, SE (robust where asked), hazard
+    ratio with its interval and the Wald p-value from the same SE, then the global tests."""
+    if res.get("error"):
+        return _p(f"The model could not be fitted: {res['error']}.", "muted"), []
     terms = res.get("terms") or []
-    t = _Table(["Term", f"Hazard ratio ({ctx.ci})", "p-value (Wald)"], numeric=[False, False, True])
+    robust = bool(res.get("robust")) and res.get("robust_std_err") is not None
+    se_key = "robust_std_err" if robust else "std_err"
+    ratio = "Subdistribution hazard ratio" if res.get("kind") == "finegray" else "Hazard ratio"
+    t = _Table(["Term", "Coefficient", "Robust SE" if robust else "SE", f"{ratio} ({ctx.ci})", "p-value (Wald)"],
+               numeric=[False, True, True, False, True])
     rows = []
     for i, term in enumerate(terms):
         def at(key: str, i: int = i) -> Any:
             v = res.get(key) or []
             return v[i] if i < len(v) else None
-        coef, se = _num(at("coef")), _num(at("std_err"))
+        coef, se = _num(at("coef")), _num(at(se_key))
         p = float(2 * norm.sf(abs(coef / se))) if coef is not None and se else None
-        t.row([term, interval(at("hazard_ratio"), at("lower"), at("upper"), ctx.ci, fmt=lambda x: number(x, 2)),
+        t.row([term, number(coef, 4), number(se, 4),
+               interval(at("hazard_ratio"), at("lower"), at("upper"), ctx.ci, fmt=lambda x: number(x, 2)),
                _p_value(p)])
         rows.append({"term": term, "coef": coef, "std_err": se, "hazard_ratio": at("hazard_ratio"),
                      "lower": at("lower"), "upper": at("upper"), "p": p})
-    counts = f"{ctx.count(res.get('n'))} patients, {ctx.count(res.get('n_event'))} events."
-    return t.html() + _p(counts, "muted"), rows
+    tests = res.get("tests") or {}
+    parts = []
+    for key, label in (("lr", "Likelihood ratio"), ("wald", "Wald"), ("score", "Score (log-rank)")):
+        if tests.get(key) is not None:
+            pv = tests.get(f"p_{key}")
+            parts.append(f"{label} test {number(tests[key], 2)} on {tests.get('df')} df"
+                         + (f", p {_p_value(pv)}" if pv is not None else ""))
+    if res.get("kind") == "finegray":
+        parts = [x for x in parts if not x.startswith("Likelihood")]  # crr reports none; its LR is not chi-square
+    how = ("Fine-Gray model (cmprsk::crr), Breslow ties, sandwich variance" if res.get("kind") == "finegray"
+           else f"Cox model (coxph), {str(res.get('ties', 'efron')).capitalize()} ties"
+           + (", robust (Lin-Wei) standard errors" if robust else "")
+           + (f", stratified by {', '.join(res['strata'])}" if res.get("strata") else ""))
+    counts = (f"{how}. {ctx.count(res.get('n'))} patients, {ctx.count(res.get('n_event'))} events"
+              + (f"; {ctx.count(res.get('n_dropped'))} left out for a missing covariate" if res.get("n_dropped") else "")
+              + (f"; fitted in {res['rounds']} rounds, {res.get('iterations')} iterations" if res.get("rounds") else "")
+              + ".")
+    notes = [_p(counts, "muted")]
+    if parts:
+        notes.append(_p("; ".join(parts) + ".", "muted"))
+    for w in res.get("warnings") or []:
+        notes.append(_p(f"Warning (as R reports it): {w.strip()}", "muted"))
+    return t.html() + "".join(notes), rows
 
 
 def _generic_section(ctx: _Context, name: str, res: Mapping[str, Any]) -> tuple[str, list[dict]]:

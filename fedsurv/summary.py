@@ -75,6 +75,20 @@ def summarize(results: dict[str, Any]) -> str:
         elif kind == "proportion":
             lines.append(f"[{name}] {a['successes']} of {a['n']}: "
                          f"{_ci(a['estimate'], a['lower'], a['upper'], level)} ({a['method']})")
+        elif kind in ("cox", "finegray"):
+            what = "Fine-Gray (subdistribution HR)" if kind == "finegray" else f"Cox ({a.get('ties')} ties)"
+            if a.get("error"):
+                lines.append(f"[{name}] {what}: not fitted: {a['error']}")
+            else:
+                se = "robust_std_err" if a.get("robust") and a.get("robust_std_err") else "std_err"
+                lines.append(f"[{name}] {what}, {a['endpoint']} ({a['cause']}): n {a['n']}, events {a['n_event']},"
+                             f" {a['iterations']} iterations in {a.get('rounds')} rounds")
+                for i, term in enumerate(a["terms"]):
+                    lines.append(f"  {term:<14} HR {num(a['hazard_ratio'][i], 3)} ({level:.0%} CI "
+                                 f"{num(a['lower'][i], 3)} to {num(a['upper'][i], 3)}), coef {num(a['coef'][i], 4)},"
+                                 f" {'robust ' if se == 'robust_std_err' else ''}SE {num(a[se][i], 4)}")
+                for w in a.get("warnings") or []:
+                    lines.append(f"  warning: {w.strip()}")
         elif kind == "describe":
             lines.append(f"[{name}] Table 1")
             for v, d in a["variables"].items():
