@@ -487,6 +487,21 @@ def preview(site: str, plan: Plan, data: PreparedData, policy: Policy | None,
         privacy_info = {"participants": k, "noise": params.to_dict() if params else None, "budget": budget_summary(d)}
     notes = [("only the masked form of these tallies leaves the site; the coordinator sees only their sum "
               "over all participating sites")]
+    models = regression_analyses(plan)
+    if models:
+        rows = {a.name: model_data(plan, a, data) for a in models}
+        limits = policy.regression if policy is not None else None
+        if policy is not None:
+            reasons += [r for a in models for r in model_reasons(a, rows[a.name], None, 0, None, limits)]
+        from protocol.regression import model_cells
+
+        sizes = ", ".join(f"{a.name} {model_cells(plan, a):,}" for a in models)
+        notes.append(
+            "regression models: after the tally round, each Newton round sends (masked, 128-bit fixed point) "
+            f"this site's sums at the broadcast beta, values per round: {sizes}; "
+            + ("checked each round: " + f"beta's spread of x'beta here at most {limits.max_xb_spread:g}, "
+               f"every pooled bin with at least {limits.min_exits} exits, at most {limits.max_rounds} rounds"
+               if limits is not None else "without a policy only a finite beta is checked"))
     if policy is not None:
         reasons = plan_reasons(policy, plan) + small_strata(plan, tallies, policy.min_stratum_size) + reasons
         notes.append(f"checked when a query arrives: at least {policy.required_sites} participants, expiry, "

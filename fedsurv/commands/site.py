@@ -85,6 +85,24 @@ def preview_text(pv: Any, plan: Any) -> str:
                     out.append("    " + f"{'time':>10}" + "".join(f"{o:>{width}}" for o in outcomes))
                 for r in rows:
                     out.append("    " + f"{times[r]:>10g}" + "".join(f"{int(v):>{width}}" for v in cell[r]))
+        elif b.key.startswith("regsurv:"):
+            name = b.key.split(":", 1)[1]
+            a = next(x for x in plan.analyses if x.name == name)
+            dropped = int(pv.tallies[f"regdropped:{name}"][0])
+            out.append("")
+            out.append(f"[{b.key}] {a.kind} model {name}: its rows by stratum, bin and outcome; "
+                       f"{dropped} row(s) left out for a missing covariate")
+            from protocol.regression import model_strata
+
+            times = plan.bin_times()
+            outcomes = ["censored", a.cause or "event", "competing"]
+            for label, cell in zip(model_strata(plan, a), pv.tallies[b.key]):
+                out.append(f"  stratum {label}: {int(cell.sum())} patients")
+                rows = np.flatnonzero(cell.sum(axis=1))
+                if rows.size:
+                    out.append("    " + f"{'time':>10}" + "".join(f"{o:>12}" for o in outcomes))
+                for r in rows:
+                    out.append("    " + f"{times[r]:>10g}" + "".join(f"{int(v):>12}" for v in cell[r]))
         elif b.key.startswith("count:"):
             v = plan.variable(b.key.split(":", 1)[1])
             out.append("")
