@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,8 +94,30 @@ def _path(plan: Plan, a: Analysis) -> Generator[np.ndarray, Any, Any]:
     return cox_path(p, ties=a.ties)
 
 
+def term_scales(plan: Plan, a: Analysis) -> np.ndarray:
+    """Each term's public scale: sites send sums of (x - center) / scale, so a coefficient
+    per unit of x is the fitted one divided by the scale (treatment contrasts: 1)."""
+    out: list[float] = []
+    for c in a.covariates:
+        v = plan.variable(c)
+        out.extend([v.regression_scale] if v.is_numeric else [1.0] * len(v.terms))
+    return np.array(out)
+
+
+def _per_unit(fit: Any, scales: np.ndarray) -> Any:
+    """The fit with coefficients and variances per unit of each covariate, as R reports them
+    (Newton's path, the log-likelihood and the tests do not depend on the scale)."""
+    f = 1.0 / scales
+    ff = np.outer(f, f)
+    changes = {"coef": fit.coef * f, "var": fit.var * ff}
+    if hasattr(fit, "robust_var"):
+        changes["robust_var"] = fit.robust_var * ff
+    return replace(fit, **changes)
+
+
 def _result(plan: Plan, a: Analysis, fit: Any, rounds: int, dropped: int) -> dict[str, Any]:
     terms = model_terms(plan, a)
+    fit = _per_unit(fit, term_scales(plan, a))
     if a.kind == "finegray":
         out = finegray_result_dict(fit, terms, conf_level=plan.conf_level)
     else:

@@ -36,7 +36,7 @@ def data(case: str) -> pd.DataFrame:
 
 
 def plan_text(case: str, models: str, centers: dict[str, float] | None = None, extra_vars: str = "",
-              horizon: float | None = None) -> str:
+              horizon: float | None = None, scales: dict[str, float] | None = None) -> str:
     """A plan over the case's endpoint and covariates (in the fixture's order) plus `models`;
     the horizon defaults to the last time (rounded up to the grid), as R's fit uses every time."""
     csv, tcol, ecol, numeric, factors = CASES[case]
@@ -48,6 +48,7 @@ def plan_text(case: str, models: str, centers: dict[str, float] | None = None, e
            f'[endpoints.ep]\ntime = "{tcol}"\nevent = "{ecol}"\ncauses = {causes}\n']
     for name, (lo, hi) in numeric.items():
         c = f"\ncenter = {centers[name]}" if centers and name in centers else ""
+        c += f"\nscale = {scales[name]}" if scales and name in scales else ""
         out.append(f'[variables."{name}"]\ntype = "numeric"\nrange = [{lo}, {hi}]\nmissing = "drop"{c}\n')
     for name, levels in factors.items():
         out.append(f'[variables."{name}"]\nlevels = {json.dumps(levels)}\n')

@@ -119,14 +119,24 @@ def test_split_invariance(n_sites, tmp_path):
     assert abs(a["loglik"][1] - b["loglik"][1]) < 1e-10
 
 
-def test_public_centre_does_not_change_the_fit(tmp_path):
-    """The plan's centre only conditions the arithmetic (R centres at the means)."""
-    case = "lung_age_sex_ecog_w30"
+@pytest.mark.parametrize("kind", ["cox", "finegray"])
+def test_public_centre_and_scale_do_not_change_the_fit(tmp_path, kind):
+    """The plan's centre and scale only condition the arithmetic (R centres at the means and
+    coxfit6 scales internally): coefficients are per unit of each covariate, as R's."""
+    case = "colon_cr_recurrence_rx_age_nodes_w7"
     sites = split(case, 4, tmp_path)
-    a, _ = run_in_process(parse_plan(plan_text(case, model("m", case))), sites)
-    b, _ = run_in_process(parse_plan(plan_text(case, model("m", case), centers={"age": 62.5, "sex": 1})), sites)
-    assert rel(a["analyses"]["m"]["coef"], b["analyses"]["m"]["coef"]) < 1e-11
-    assert rel(b["analyses"]["m"]["coef"], expected(case)["efron"]["coef"]) < 1e-10
+    m = model("m", case, kind=kind, robust=True)
+    a, _ = run_in_process(parse_plan(plan_text(case, m)), sites)
+    b, _ = run_in_process(parse_plan(plan_text(case, m, centers={"age": 62.5, "nodes": 2},
+                                               scales={"age": 10, "nodes": 4})), sites)
+    x, y = a["analyses"]["m"], b["analyses"]["m"]
+    assert x["iterations"] == y["iterations"]
+    assert rel(x["coef"], y["coef"]) < 1e-11
+    assert np.max(np.abs(np.array(x["var"]) - np.array(y["var"]))) < 1e-13
+    ref = expected(case)["fine_gray" if kind == "finegray" else "efron_robust"]
+    assert rel(y["coef"], ref["coef"]) < 1e-9
+    p = len(ref["terms"])
+    assert np.max(np.abs(np.array(y["var"]) - square(ref["var" if kind == "finegray" else "robust_var"], p))) < 1e-9
 
 
 def _stratified_plan(case: str, strata: str) -> str:
