@@ -135,9 +135,12 @@ def finegray_point(s: FineGrayBinSums, beta, with_meat: bool = True) -> FineGray
     beta = np.asarray(beta, dtype=float)
     p = s.x.shape[-1]
     gm = censoring_km(s.n)                                    # G(b-)
+    # G(b-) = 0 only after a bin where everyone left at risk was censored: no row lies beyond
+    # it, so every sum divided by G there is 0 and any positive divisor gives that 0.
+    gd = np.where(gm > 0, gm, 1.0)
     d = s.n[:, 1]
     # competing rows weighted by 1 / G(own bin -), summed over bins strictly before c
-    cw0, cw1, cw2 = (_excl_cum(v[:, 2] / gm.reshape((-1,) + (1,) * (v.ndim - 2)))
+    cw0, cw1, cw2 = (_excl_cum(v[:, 2] / gd.reshape((-1,) + (1,) * (v.ndim - 2)))
                      for v in (s.r, s.rx, s.rxx))
     s0 = _revcum(s.r.sum(axis=1)) + gm * cw0
     s1 = _revcum(s.rx.sum(axis=1)) + gm[:, None] * cw1
@@ -169,7 +172,7 @@ def finegray_point(s: FineGrayBinSums, beta, with_meat: bool = True) -> FineGray
 
     meat = (_group_outer(s, 1, 1.0, xbar - psi_cum, A, B)
             + _group_outer(s, 0, 0.0, -psi0, A, B)
-            + _group_outer(s, 2, 0.0, -psi_cum, A + Ap / gm, B + Bp / gm[:, None]))
+            + _group_outer(s, 2, 0.0, -psi_cum, A + Ap / gd, B + Bp / gd[:, None]))
     return FineGrayPoint(loglik, score, info, meat)
 
 

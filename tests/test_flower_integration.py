@@ -28,7 +28,8 @@ FOREIGN_APP = Path(__file__).parent / "flower_apps" / "foreign-app"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "fleet-only.conf"
 TIMEOUT = 10.0                       # the test plan's timeout_seconds
 GOOD = ("leiden", "milan", "prague", "vienna")
-BAD_VALUE = "31.02.2019-Zz9"         # a cell of the broken file that must never reach the coordinator
+BAD_VALUE = "31.02.2019-Zz9"
+REGRESSION_MARK = "# --- Regression models"         # a cell of the broken file that must never reach the coordinator
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,12 @@ def consortium(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("flower")
     files = write_demo_consortium(tmp / "data")
     plan = tmp / "plan.toml"
-    text = EXAMPLE_PLAN.read_text()
-    assert "timeout_seconds = 120" in text
-    plan.write_text(text.replace("timeout_seconds = 120", f"timeout_seconds = {TIMEOUT:g}"))
+    text = EXAMPLE_PLAN.read_text().replace("timeout_seconds = 120", f"timeout_seconds = {TIMEOUT:g}")
+    assert f"timeout_seconds = {TIMEOUT:g}" in text and REGRESSION_MARK in text
+    # The study plan with its regression models (their Newton rounds) for the equality test;
+    # without them for the rest, which test the transport, not the models.
+    (tmp / "plan_full.toml").write_text(text)
+    plan.write_text(text.split(REGRESSION_MARK)[0])
     # A site whose export is damaged: a date column holds text no parser reads as a date.
     broken_data = tmp / "data" / "broken.csv"
     lines = files["milan"][0].read_text().splitlines()
@@ -78,6 +82,8 @@ def comparable(results: dict) -> dict:
     query ids and run bookkeeping differ by design."""
     kept = {k: v for k, v in results.items()
             if k not in ("secure_aggregation", "site_left_out", "generated_at", "fedsurv_version", "transport")}
+    if "regression_rounds" in kept:
+        kept["regression_rounds"] = {k: v for k, v in kept["regression_rounds"].items() if k != "query_ids"}
     return json.loads(json.dumps(kept, allow_nan=False))
 
 
@@ -192,17 +198,23 @@ def test_make_certs_script_makes_a_verifiable_chain_and_an_openssh_node_key(tmp_
 
 
 def test_plan_over_flower_equals_the_in_process_run(consortium):
-    dep, plan, inputs, log, _ = consortium
+    """The whole study plan, Cox and Fine-Gray rounds included."""
+    dep, _, inputs, log, tmp = consortium
+    plan = tmp / "plan_full.toml"
     names = ["leiden", "milan", "prague"]
     outcome = dep.run(plan, names)
-    assert outcome["ok"]
+    assert outcome["ok"], outcome.get("error")
     assert [s for s, _ in outcome["sites"]] == sorted(names)
     assert comparable(outcome["results"]) == comparable(in_process(plan, inputs, names))
+    rounds = outcome["results"]["regression_rounds"]["rounds"]
+    assert outcome["results"]["analyses"]["os_cox"]["converged"] and rounds >= 3
     assert any("answered (3/3)" in m for m in log)
     for n in names:
         assert outcome["bytes_received"][n] > 0
         ok, entries = verify_log(dep.site_dir(n) / "audit.jsonl")
         assert ok.ok and entries[-1]["decision"] == "ok"
+        # the tally round and every regression round, in the site's own audit log
+        assert sum(1 for e in entries if "step" in e and e["decision"] == "ok") >= rounds
 
 
 def test_coordinator_run_command_with_a_site_in_flowers_default_mode(consortium):

@@ -174,3 +174,18 @@ def test_strata_variable_and_strata_site_agree_and_match_lifelines(tmp_path):
     assert v["terms"] == terms
     assert rel(v["coef"], cph.params_[terms].to_numpy()) < 1e-9
     assert abs(v["loglik"][1] - cph.log_likelihood_) < 1e-9
+
+
+def test_finegray_with_empty_bins_past_the_last_exit(tmp_path):
+    """A horizon past the last time leaves bins after the one where everyone left at risk was
+    censored, where the censoring distribution G is 0; the fit must not change (crr's)."""
+    case = "colon_cr_recurrence_rx_age_nodes_w7"
+    plan = parse_plan(plan_text(case, model("fg", case, kind="finegray"), horizon=4004))
+    rows = data(case)
+    last = rows[rows.cr_time == rows.cr_time.max()]
+    assert (last.cr_event == 0).all()  # the last bin's rows are all censored: G is 0 after it
+    results, _ = run_in_process(plan, split(case, 3, tmp_path))
+    got, want = results["analyses"]["fg"], expected(case)["fine_gray"]
+    assert rel(got["coef"], want["coef"]) < 1e-9
+    p = len(want["terms"])
+    assert np.max(np.abs(np.array(got["var"]) - square(want["var"], p))) < 1e-9
