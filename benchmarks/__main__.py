@@ -16,7 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ("bench_tally", "bench_pooled", "bench_bytes", "bench_masking", "bench_flower", "bench_dp_utility")
+ORDER = ("bench_tally", "bench_pooled", "bench_bytes", "bench_masking", "bench_flower", "bench_regression", "bench_dp_utility")
 
 
 def machine() -> str:
