@@ -31,6 +31,7 @@ from protocol.query import MessageError, decode_reply
 from protocol.regression import (
     Step,
     decode_values,
+    model_grid,
     model_strata,
     model_terms,
     regdropped_key,
@@ -64,7 +65,7 @@ class RegressionOutcome:
 def _decode_model(plan: Plan, a: Analysis, values: np.ndarray, counts: np.ndarray):
     """The pooled reply of one model from its decoded values, checked against round 1's counts."""
     p = len(model_terms(plan, a))
-    B = plan.n_bins
+    B = model_grid(plan, a).n_bins
     if a.kind == "finegray":
         s = FineGrayBinSums.from_flat(values, B, p)
         if not np.array_equal(s.n, counts[0].astype(float)):
@@ -123,7 +124,9 @@ def _result(plan: Plan, a: Analysis, fit: Any, rounds: int, dropped: int) -> dic
     else:
         out = cox_result_dict(fit, terms, robust=a.robust, ties=a.ties, conf_level=plan.conf_level)
         out["strata"] = list(a.strata)
-    out.update(endpoint=a.endpoint, cause=a.cause, rounds=rounds, n_dropped=dropped)
+    grid = model_grid(plan, a)
+    out.update(endpoint=a.endpoint, cause=a.cause, rounds=rounds, n_dropped=dropped, bin_width=grid.bin_width,
+               horizon=grid.horizon)
     return out
 
 
@@ -183,7 +186,11 @@ def run_regressions(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
             if why:
                 failed.append((s, why))
         if failed:
-            text = "; ".join(f"{s} {w}" for s, w in failed)
+            # Sites refusing for the same reason (a pooled rule, say) are named once together.
+            by_reason: dict[str, list[str]] = {}
+            for s, w in failed:
+                by_reason.setdefault(w, []).append(s)
+            text = "; ".join(f"{', '.join(names)} {w}" for w, names in by_reason.items())
             raise RoundFailed(f"regression round {round_no}: {text}", tuple(s for s, _ in failed), tuple(evidence))
         cells = step_cells(plan, step)
         if any(len(p) != cells for p in payloads):

@@ -33,6 +33,11 @@ PROPORTION_METHODS = ("clopper-pearson", "wilson")
 ANY_CAUSE = "any"
 
 
+def grid_bins(horizon: float, bin_width: float) -> int:
+    """Bins of a grid: 0..ceil(horizon / bin_width); bin i holds times in ((i-1)w, iw]."""
+    return int(math.ceil(horizon / bin_width - 1e-9)) + 1
+
+
 class PlanError(FedsurvError, ValueError):
     """A plan that cannot be used; the message names the key."""
 
@@ -154,6 +159,9 @@ class Analysis:
     covariates: tuple[str, ...] = ()
     ties: str = "efron"
     robust: bool = False
+    # A regression model's own grid (coarser than the plan's where bins would hold single exits).
+    bin_width: float | None = None
+    horizon: float | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -203,7 +211,7 @@ class Plan:
     @property
     def n_bins(self) -> int:
         """Bins 0..ceil(horizon / bin_width); bin i holds times in ((i-1)w, iw]."""
-        return int(math.ceil(self.horizon / self.bin_width - 1e-9)) + 1
+        return grid_bins(self.horizon, self.bin_width)
 
     def bin_times(self):
         import numpy as np
@@ -358,7 +366,8 @@ def _parse_variable(name: str, t: Mapping[str, Any]) -> Variable:
 
 
 _ANALYSIS_KEYS = {"name", "kind", "endpoint", "cause", "strata", "groups", "times", "variable", "success",
-                  "method", "variables", "rho", "tau", "conf_type", "covariates", "ties", "robust"}
+                  "method", "variables", "rho", "tau", "conf_type", "covariates", "ties", "robust",
+                  "bin_width", "horizon"}
 
 
 def _parse_analysis(i: int, t: Mapping[str, Any], endpoints: dict[str, Endpoint],
@@ -458,7 +467,8 @@ def _parse_analysis(i: int, t: Mapping[str, Any], endpoints: dict[str, Endpoint]
         kw["variables"] = tuple(var(v, "variables", categorical=False) for v in vs)
         if strata:
             raise PlanError(f"{where}.strata: not supported for describe")
-    for k in ("endpoint", "cause", "groups", "times", "variable", "success", "variables", "rho", "tau", "method"):
+    for k in ("endpoint", "cause", "groups", "times", "variable", "success", "variables", "rho", "tau", "method",
+              "covariates", "ties", "robust", "bin_width", "horizon"):
         if k in t and k not in kw:
             raise PlanError(f"{where}.{k}: not used by a {kind} analysis")
     return Analysis(**kw)
@@ -521,6 +531,12 @@ def _parse_regression(t: Mapping[str, Any], kw: dict[str, Any], where: str, endp
         if strata[0] in covs:
             raise PlanError(f"{where}.strata: {strata[0]!r} is also a covariate")
     kw["strata"] = strata
+    for key in ("bin_width", "horizon"):
+        if key in t:
+            value = float(_num(t[key], f"{where}.{key}"))
+            if value <= 0:
+                raise PlanError(f"{where}.{key}: must be positive")
+            kw[key] = value
     for k in ("groups", "times", "variable", "success", "variables", "rho", "tau", "method", "conf_type"):
         if k in t:
             raise PlanError(f"{where}.{k}: not used by a {kind} analysis")
@@ -605,6 +621,8 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
                 raise PlanError(f"analyses[{i}] ({a.name}).times: {tt:g} is past plan.horizon ({horizon:g})")
         if a.tau is not None and a.tau > horizon:
             raise PlanError(f"analyses[{i}] ({a.name}).tau: past plan.horizon ({horizon:g})")
+        if a.is_regression and (a.horizon or horizon) / (a.bin_width or bin_width) > 5_000_000:
+            raise PlanError(f"analyses[{i}] ({a.name}).bin_width: more than 5,000,000 bins; widen it")
     privacy = _parse_privacy(doc["privacy"]) if "privacy" in doc else None
     plan = Plan(
         title=title,
@@ -675,7 +693,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     for a in plan.analyses:
         d = {"name": a.name, "kind": a.kind}
         for k in ("endpoint", "cause", "strata", "groups", "times", "variable", "success", "method",
-                  "variables", "rho", "tau", "conf_type", "covariates", "ties", "robust"):
+                  "variables", "rho", "tau", "conf_type", "covariates", "ties", "robust", "bin_width",
+                  "horizon"):
             val = getattr(a, k)
             if val != getattr(defaults, k) or (k == "method" and a.kind == "proportion") or (
                     k in ("ties", "robust") and a.is_regression):

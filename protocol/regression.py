@@ -31,13 +31,33 @@ import numpy as np
 
 from protocol import fixedpoint
 from protocol.errors import FedsurvError
-from protocol.plan import Analysis, Plan
+from protocol.plan import Analysis, Plan, grid_bins
 
 N_OUTCOMES = 3  # 0 censored, 1 the cause modelled, 2 a competing event (Fine-Gray)
 
 
 class StepError(FedsurvError, ValueError):
     """A round step that does not fit the plan."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A model's time grid: the plan's, or the model's own coarser ``bin_width`` / ``horizon``
+    (times past the horizon censored there, as on the plan's grid)."""
+
+    bin_width: float
+    horizon: float
+
+    @property
+    def n_bins(self) -> int:
+        return grid_bins(self.horizon, self.bin_width)
+
+    def bin_times(self) -> np.ndarray:
+        return np.arange(self.n_bins, dtype=float) * self.bin_width
+
+
+def model_grid(plan: Plan, a: Analysis) -> Grid:
+    return Grid(a.bin_width or plan.bin_width, a.horizon or plan.horizon)
 
 
 def regression_analyses(plan: Plan) -> tuple[Analysis, ...]:
@@ -59,12 +79,13 @@ def model_strata(plan: Plan, a: Analysis) -> tuple[str, ...]:
 def model_cells(plan: Plan, a: Analysis) -> int:
     """Values one site sends for the model in one round."""
     p = len(model_terms(plan, a))
+    n_bins = model_grid(plan, a).n_bins
     if a.kind == "finegray":
-        return plan.n_bins * N_OUTCOMES * 3 * (1 + p + p * p)
+        return n_bins * N_OUTCOMES * 3 * (1 + p + p * p)
     if a.site_strata:
         return 3 + p + 2 * p * p
     # CoxBinSums: 6 per-bin scalars, 5 vectors, 5 matrices
-    return len(model_strata(plan, a)) * plan.n_bins * (6 + 5 * p + 5 * p * p)
+    return len(model_strata(plan, a)) * n_bins * (6 + 5 * p + 5 * p * p)
 
 
 def regsurv_key(name: str) -> str:
@@ -138,7 +159,7 @@ def check_step(plan: Plan, step: Step) -> list[str]:
             reasons.append(f"{name}: beta is not finite")
     for name, e in step.pooled_exits:
         a = models.get(name)
-        if a is not None and len(e) != len(model_strata(plan, a)) * plan.n_bins:
+        if a is not None and len(e) != len(model_strata(plan, a)) * model_grid(plan, a).n_bins:
             reasons.append(f"{name}: pooled exits have {len(e)} values, not one per stratum and bin")
     return reasons
 

@@ -95,8 +95,9 @@ def layout(plan: Plan) -> tuple[Block, ...]:
     for a in plan.analyses:
         if a.is_regression:
             # Counts of the model's rows (protocol/regression.py), published before any sum of x.
-            n_strata = len(plan.variable(a.strata[0]).levels) if a.strata and not a.site_strata else 1  # type: ignore[arg-type]
-            blocks.append(Block(f"regsurv:{a.name}", (n_strata, plan.n_bins, 3)))
+            from protocol.regression import model_grid, model_strata
+
+            blocks.append(Block(f"regsurv:{a.name}", (len(model_strata(plan, a)), model_grid(plan, a).n_bins, 3)))
             blocks.append(Block(f"regdropped:{a.name}", (1,)))
     for v in described_variables(plan):
         var = plan.variable(v)

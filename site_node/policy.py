@@ -208,11 +208,13 @@ def plan_reasons(policy: Policy, plan: Plan) -> list[str]:
     for v in plan_variables(plan):
         if v not in policy.variables:
             reasons.append(f"variable {v!r} is not allowed (policy.variables)")
-    if stratifications(plan) or any(a.is_regression and not a.site_strata for a in plan.analyses):
-        plan_days = plan.bin_width * DAYS_PER_UNIT[plan.time_unit]
-        finest_days = policy.finest_bin_width * DAYS_PER_UNIT[policy.time_unit]
-        if plan_days < finest_days * (1 - 1e-9):
-            reasons.append(f"bin width {plan.bin_width:g} {plan.time_unit} is finer than the policy allows "
+    widths = ([("", plan.bin_width)] if stratifications(plan) else []) + [
+        (f"analysis {a.name!r}: ", a.bin_width or plan.bin_width)
+        for a in plan.analyses if a.is_regression and not a.site_strata]
+    finest_days = policy.finest_bin_width * DAYS_PER_UNIT[policy.time_unit]
+    for where, width in dict.fromkeys(widths):
+        if width * DAYS_PER_UNIT[plan.time_unit] < finest_days * (1 - 1e-9):
+            reasons.append(f"{where}bin width {width:g} {plan.time_unit} is finer than the policy allows "
                            f"({policy.finest_bin_width:g} {policy.time_unit}, policy.finest_bin_width)")
     return reasons
 

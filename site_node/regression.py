@@ -17,7 +17,7 @@ import numpy as np
 from coordinator.cox import cox_bin_sums, cox_point
 from coordinator.finegray import finegray_bin_sums
 from protocol.plan import ANY_CAUSE, Analysis, Plan
-from protocol.regression import model_strata, model_terms
+from protocol.regression import model_grid, model_strata, model_terms
 from site_node import cox_site
 from site_node.cox_site import CoxSitePolicy
 from site_node.prepared import PreparedData
@@ -51,7 +51,9 @@ class ModelData:
 
 def model_data(plan: Plan, a: Analysis, data: PreparedData) -> ModelData:
     ep = plan.endpoint(a.endpoint)  # type: ignore[arg-type]
-    bins, raw = time_bins(plan, np.asarray(data.times[ep.name], dtype=float).copy(), data.outcomes[ep.name])
+    # Grid duck-types the plan's bin_width, horizon and n_bins for the binning rule.
+    bins, raw = time_bins(model_grid(plan, a), np.asarray(data.times[ep.name], dtype=float).copy(),  # type: ignore[arg-type]
+                          data.outcomes[ep.name])
     raw = np.asarray(raw, dtype=np.int64)
     if a.cause == ANY_CAUSE:
         outcome = (raw > 0).astype(np.int64)
@@ -96,7 +98,7 @@ def model_values(plan: Plan, a: Analysis, md: ModelData, beta: np.ndarray) -> np
 
 
 def _model_values(plan: Plan, a: Analysis, md: ModelData, beta: np.ndarray) -> np.ndarray:
-    n_bins = plan.n_bins
+    n_bins = model_grid(plan, a).n_bins
     if a.kind == "finegray":
         return finegray_bin_sums(md.time_bin, md.outcome, md.X, beta, n_bins).flat()
     event = md.outcome == 1

@@ -179,7 +179,9 @@ def compute_tallies(plan: Plan, data: PreparedData) -> Tallies:
             from site_node.regression import model_data
 
             md = model_data(plan, a, data)
-            arrays[f"regsurv:{a.name}"] = md.counts(plan.n_bins)
+            from protocol.regression import model_grid
+
+            arrays[f"regsurv:{a.name}"] = md.counts(model_grid(plan, a).n_bins)
             arrays[f"regdropped:{a.name}"] = np.array([md.dropped], dtype=np.int64)
     missing_keys = [b.key for b in blocks if b.key not in arrays]
     if missing_keys:

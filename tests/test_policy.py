@@ -18,8 +18,10 @@ BASE = Policy(kinds=("km", "logrank", "describe"), variables=("sex", "age"), min
 
 def test_example_policy_parses_with_its_documented_values():
     p = load_policy(ROOT / "fedsurv" / "examples" / "policy.toml")
-    assert p.kinds == ("km", "cif", "logrank", "proportion", "describe", "gray", "rmst")
+    assert p.kinds == ("km", "cif", "logrank", "proportion", "describe", "gray", "rmst", "cox", "finegray")
     assert (p.finest_bin_width, p.time_unit, p.min_stratum_size, p.min_sites) == (1.0, "months", 3, 3)
+    r = p.regression
+    assert (r.min_patients, r.min_level_size, r.min_exits, r.max_xb_spread, r.max_rounds) == (11, 3, 2, 10.0, 40)
     assert (p.same_plan_other_sites, p.rerun_after_dropout, p.manual_approval) == (False, False, False)
 
 

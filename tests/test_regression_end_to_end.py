@@ -189,3 +189,38 @@ def test_finegray_with_empty_bins_past_the_last_exit(tmp_path):
     assert rel(got["coef"], want["coef"]) < 1e-9
     p = len(want["terms"])
     assert np.max(np.abs(np.array(got["var"]) - square(want["var"], p))) < 1e-9
+
+
+def test_model_grid_coarser_than_the_plan_equals_r_on_that_grid(tmp_path):
+    """A model's own bin_width: the plan keeps daily bins for Kaplan-Meier while the Cox model
+    runs on 30-day bins, and equals coxph on times put on the 30-day grid."""
+    case = "lung_age_sex_ecog_w30"
+    text = plan_text(case, model("m", case, bin_width=30)).replace("bin_width = 30\nhorizon", "bin_width = 1\nhorizon")
+    text += '\n[[analyses]]\nname = "km"\nkind = "km"\nendpoint = "ep"\n'
+    plan = parse_plan(text)
+    assert plan.bin_width == 1 and plan.analyses[0].bin_width == 30
+    results, _ = run_in_process(plan, split(case, 4, tmp_path))
+    got, want = results["analyses"]["m"], expected(case)["efron"]
+    assert rel(got["coef"], want["coef"]) < 1e-10
+    assert got["iterations"] == want["iter"] and got["bin_width"] == 30
+    times = results["analyses"]["km"]["strata"]["all"]["table"]["time"]
+    assert times[:3] == [5.0, 11.0, 12.0]  # the plan's daily grid: lung's first exits
+
+
+def test_study_plan_passes_the_example_policy_at_every_site(tmp_path):
+    """The shipped study plan and example policy agree: on the demo consortium no site refuses
+    a regression round (the models' quarterly grid keeps every pooled bin above min_exits)."""
+    from fedsurv.demo_data import write_demo_consortium
+    from site_node.policy import load_policy
+
+    root = Path(__file__).resolve().parents[1]
+    files = write_demo_consortium(tmp_path / "data")
+    plan = parse_plan((root / "fedsurv" / "examples" / "sarcoma.toml").read_text())
+    policy = root / "fedsurv" / "examples" / "policy.toml"
+    assert load_policy(policy).regression.min_exits == 2
+    sites = [SiteInput(n, data, mapping, policy) for n, (data, mapping) in files.items()]
+    results, first = run_in_process(plan, sites, audit_dir=tmp_path / "audit")
+    assert not first.refusals
+    for name in ("os_cox", "amputation_finegray"):
+        assert results["analyses"][name]["converged"]
+        assert results["analyses"][name]["n"] == sum(s["n"] for s in results["sites"])

@@ -127,3 +127,36 @@ def test_bad_regression_analyses_name_the_key(analysis, message):
 def test_bad_covariate_declarations(variable, message):
     with pytest.raises(PlanError, match=message):
         parse_plan(HEAD + variable + '\n[[analyses]]\nname = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["x"]\n')
+
+
+def test_model_grid_keys():
+    plan = plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]\nbin_width = 90\nhorizon = 720')
+    a = plan.analyses[0]
+    from protocol.regression import model_grid
+
+    g = model_grid(plan, a)
+    assert (g.bin_width, g.horizon, g.n_bins) == (90, 720, 9)
+    assert {b.key: b.shape for b in layout(plan)}["regsurv:m"] == (1, 9, 3)
+    assert plan_from_dict(plan.to_dict()) == plan
+    assert model_grid(plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]'),
+                      a).n_bins == 9  # the model's own keys win over the plan's 30 / 900
+    for bad, why in [("bin_width = 0", r"\.bin_width: must be positive"),
+                     ("horizon = -5", r"\.horizon: must be positive")]:
+        with pytest.raises(PlanError, match=why):
+            plan_with(f'name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]\n{bad}')
+    with pytest.raises(PlanError, match=r"\(k\)\.bin_width: not used by a km analysis"):
+        plan_with('name = "k"\nkind = "km"\nendpoint = "os"\nbin_width = 7')
+
+
+def test_policy_finest_grid_applies_to_each_model():
+    from site_node.policy import Policy, plan_reasons
+
+    policy = Policy(kinds=("cox",), variables=("age",), finest_bin_width=60, time_unit="days")
+    fine = plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]')
+    assert plan_reasons(policy, fine) == ["analysis 'm': bin width 30 days is finer than the policy allows "
+                                          "(60 days, policy.finest_bin_width)"]
+    coarse = plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]\nbin_width = 90')
+    assert plan_reasons(policy, coarse) == []
+    # strata = "site": no per-bin sum leaves the site, so the grid is not the policy's concern
+    site = plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]\nstrata = "site"')
+    assert plan_reasons(policy, site) == []

@@ -92,9 +92,9 @@ def preview_text(pv: Any, plan: Any) -> str:
             out.append("")
             out.append(f"[{b.key}] {a.kind} model {name}: its rows by stratum, bin and outcome; "
                        f"{dropped} row(s) left out for a missing covariate")
-            from protocol.regression import model_strata
+            from protocol.regression import model_grid, model_strata
 
-            times = plan.bin_times()
+            times = model_grid(plan, a).bin_times()
             outcomes = ["censored", a.cause or "event", "competing"]
             for label, cell in zip(model_strata(plan, a), pv.tallies[b.key]):
                 out.append(f"  stratum {label}: {int(cell.sum())} patients")
