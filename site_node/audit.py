@@ -209,7 +209,10 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         rows.append({"seq": e["seq"], "time": e.get("time"), "event": e.get("event"), "query_id": e.get("query_id"),
                      "plan": (e.get("plan") or {}).get("plan", {}).get("title") if isinstance(e.get("plan"), dict) else None,
                      "plan_sha256": e.get("plan_sha256"), "participants": e.get("participants"),
-                     "decision": d, "reasons": e.get("reasons", []), "n": e.get("n")})
+                     "decision": d, "reasons": e.get("reasons", []), "n": e.get("n"),
+                     # a regression round: its number, the tally round it continues, beta per model
+                     "round": (e.get("step") or {}).get("round"), "round1": (e.get("step") or {}).get("round1"),
+                     "betas": (e.get("step") or {}).get("betas")})
     return {"entries": len(entries), "first": entries[0]["time"] if entries else None,
             "last": entries[-1]["time"] if entries else None,
             "head": entries[-1]["hash"] if entries else GENESIS, "decisions": by_decision, "queries": rows}

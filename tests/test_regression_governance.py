@@ -262,3 +262,19 @@ def test_policy_must_allow_the_kind_and_covariates(tmp_path):
     assert reply.status == "refused"
     assert "kind 'cox' is not allowed" in reply.reason
     assert "variable 'sex' is not allowed" in reply.reason and "variable 'ph.ecog' is not allowed" in reply.reason
+
+
+def test_audit_show_lists_every_round_with_its_beta(tmp_path, capsys):
+    from fedsurv.cli import main
+
+    c = lung_consortium(tmp_path)
+    results, first = run_plan(c.plan, c.transport, c.coordinator, c.roster, list(c.data))
+    log = tmp_path / "audit" / f"{sorted(c.data)[0]}.jsonl"
+    try:
+        main(["audit", "show", str(log)])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    out = capsys.readouterr().out
+    rounds = results["regression_rounds"]["rounds"]
+    assert out.count(f"of query {first.query_ids[-1][:12]}") == rounds
+    assert "regression round 2 of query" in out and "m beta [0, 0, 0]" in out

@@ -56,6 +56,10 @@ def show_command(log: Path, as_json: bool) -> None:
             elif q["event"] not in (None, "query"):
                 line += f" event {q['event']}"
             click.echo(line + (f" sites [{parts}]" if parts else "") + (f" n={q['n']}" if q["n"] is not None else ""))
+            if q.get("round"):
+                click.echo(f"        regression round {q['round']} of query {str(q['round1'])[:12]} (beta on the plan's centred, scaled covariates): "
+                           + "; ".join(f"{name} beta [{', '.join(f'{b:.4g}' for b in beta)}]"
+                                       for name, beta in q["betas"] or []))
             for r in q["reasons"]:
                 click.echo(f"        reason: {r}")
         click.echo(f"head hash {summary['head']} (note it: the next entry must chain to it)")
