@@ -11,6 +11,12 @@ Why these checks (issue 8): a Newton round reveals sums of exp(x'beta)-weighted 
 per bin. With few patients, many covariates, a tiny category, a bin holding one exit, or a
 beta that makes one patient's exp(x'beta) dominate (a huge spread of x'beta), a sum comes
 close to one patient's covariates. Bounding these keeps every released sum an aggregate.
+
+They do not make the sums safe against a coordinator solving for covariates: the sums of a bin
+over k exits are equations in those k patients' covariates (for one covariate and k = 2, the
+sum and the sum of squares at beta = 0 already give both values), and each round adds more.
+Only coarse bins (min_exits well above the number of model terms) limit that; the policy's
+defaults follow the issue and are documented as such in deploy/README.md.
 """
 
 from __future__ import annotations

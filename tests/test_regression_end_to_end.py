@@ -224,3 +224,29 @@ def test_study_plan_passes_the_example_policy_at_every_site(tmp_path):
     for name in ("os_cox", "amputation_finegray"):
         assert results["analyses"][name]["converged"]
         assert results["analyses"][name]["n"] == sum(s["n"] for s in results["sites"])
+
+
+def test_monotone_likelihood_reaches_the_coordinator_as_rs_warning(tmp_path):
+    """Every death in one arm: the partial likelihood keeps rising with beta. coxph stops when
+    the log-likelihood converges and warns that beta may be infinite; so does the federated fit
+    (without a site policy; with one, the growing x'beta spread is refused first)."""
+    rng = np.random.default_rng(11)
+    n = 60
+    arm = np.repeat(["a", "b"], n // 2)
+    time = rng.integers(1, 100, n)
+    event = (arm == "b").astype(int)
+    import pandas as pd
+
+    df = pd.DataFrame({"time": time, "event": event, "arm": arm})
+    sites = []
+    for k in range(3):
+        path = tmp_path / f"s{k}.csv"
+        df.iloc[k::3].to_csv(path, index=False)
+        sites.append(SiteInput(f"s{k}", path))
+    plan = parse_plan('[plan]\ntitle = "t"\nbin_width = 1\nhorizon = 100\n\n[endpoints.ep]\ntime = "time"\n'
+                      'event = "event"\ncauses = { 1 = "death" }\n\n[variables.arm]\nlevels = ["a", "b"]\n\n'
+                      '[[analyses]]\nname = "m"\nkind = "cox"\nendpoint = "ep"\ncovariates = ["arm"]\n')
+    results, _ = run_in_process(plan, sites)
+    m = results["analyses"]["m"]
+    assert m["warnings"] == ["Loglik converged before variable  1 ; beta may be infinite. "]
+    assert m["coef"][0] > 5 and m["converged"]
