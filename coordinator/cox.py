@@ -410,13 +410,15 @@ def cox_result_dict(fit: CoxResult, terms: Sequence[str], robust: bool, ties: st
     use = rse if robust else se
     z = norm.ppf(1 - (1 - conf_level) / 2)
     wald = fit.robust_wald_test if robust else fit.wald_test
+    with np.errstate(over="ignore"):  # a coefficient that may be infinite has an infinite limit, as in R
+        lower, upper = np.exp(fit.coef - z * use), np.exp(fit.coef + z * use)
     p = len(fit.coef)
     return {
         "kind": kind, "terms": list(terms), "ties": ties, "robust": robust,
         "coef": fit.coef.tolist(), "std_err": se.tolist(),
         "robust_std_err": rse.tolist() if robust else None,
         "hazard_ratio": np.exp(fit.coef).tolist(),
-        "lower": np.exp(fit.coef - z * use).tolist(), "upper": np.exp(fit.coef + z * use).tolist(),
+        "lower": lower.tolist(), "upper": upper.tolist(),
         "var": (fit.robust_var if robust else fit.var).tolist(),
         "naive_var": fit.var.tolist(),
         "loglik": list(fit.loglik),

@@ -20,8 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.cox import CoxBinSums, CoxPoint, check_round_sums, cox_path, cox_result_dict
+from coordinator.cox import (
+    CoxBinSums,
+    CoxPoint,
+    check_round_sums,
+    cox_path,
+    cox_result_dict,
+    cox_sums_from_patterns,
+    drive,
+)
 from coordinator.finegray import FineGrayBinSums, finegray_path, finegray_result_dict
+from coordinator.results import jsonable
 from coordinator.secure_round import RoundResult, Transport, new_query
 from protocol.errors import AggregationError
 from protocol.keys import PartyKeys
@@ -32,6 +41,7 @@ from protocol.regression import (
     Step,
     decode_values,
     model_grid,
+    model_patterns,
     model_strata,
     model_terms,
     regdropped_key,
@@ -39,6 +49,7 @@ from protocol.regression import (
     regsurv_key,
     split_models,
     step_cells,
+    uses_patterns,
 )
 from protocol.roster import Roster
 
@@ -63,7 +74,8 @@ class RegressionOutcome:
 
 
 def _decode_model(plan: Plan, a: Analysis, values: np.ndarray, counts: np.ndarray):
-    """The pooled reply of one model from its decoded values, checked against round 1's counts."""
+    """The pooled reply of one model from its decoded values, checked against round 1's counts
+    ((strata, bins, 3): the regsurv block summed over patterns)."""
     p = len(model_terms(plan, a))
     B = model_grid(plan, a).n_bins
     if a.kind == "finegray":
@@ -130,6 +142,26 @@ def _result(plan: Plan, a: Analysis, fit: Any, rounds: int, dropped: int) -> dic
     return out
 
 
+def _fit_from_patterns(plan: Plan, a: Analysis, counts: np.ndarray, dropped: int) -> dict[str, Any]:
+    """A categorical Cox model from round 1's counts by stratum, pattern, bin and outcome: the
+    same Newton path, its sums formed exactly at the coordinator (protocol.regression.uses_patterns)."""
+    patterns = model_patterns(plan, a)
+    n_exit = [c.sum(axis=2).T for c in counts]          # (bins, patterns) per stratum
+    n_event = [c[:, :, 1].T for c in counts]
+
+    def sums(beta: np.ndarray):
+        parts = [cox_sums_from_patterns(patterns, ne, nv, beta) for ne, nv in zip(n_exit, n_event)]
+        return parts[0] if len(parts) == 1 else parts
+
+    try:
+        fit = drive(cox_path(len(model_terms(plan, a)), ties=a.ties), sums)
+    except np.linalg.LinAlgError as e:
+        return {"kind": a.kind, "terms": list(model_terms(plan, a)), "error": str(e), "rounds": 0}
+    out = _result(plan, a, fit, 0, dropped)
+    out["fitted_from"] = "counts by covariate pattern (tally round)"
+    return out
+
+
 def run_regressions(plan: Plan, transport: Transport, coordinator: PartyKeys, roster: Roster, first: RoundResult,
                     ttl_seconds: float = 600, clock: Callable[[], float] = time.time,
                     on_progress: Callable[[str], None] | None = None) -> RegressionOutcome:
@@ -143,12 +175,19 @@ def run_regressions(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
     models = regression_analyses(plan)
     sites = tuple(name for name, _ in first.sites)
     round1 = first.query_ids[-1]
-    counts = {a.name: first.tallies[regsurv_key(a.name)] for a in models}
+    by_pattern = {a.name: first.tallies[regsurv_key(a.name)] for a in models}
+    counts = {name: c.sum(axis=1) for name, c in by_pattern.items()}
     exits = {a.name: tuple(int(x) for x in counts[a.name].sum(axis=2).ravel()) for a in models}
-    paths: dict[str, Generator[np.ndarray, Any, Any]] = {a.name: _path(plan, a) for a in models}
+    results: dict[str, dict[str, Any]] = {}
+    for a in models:
+        if uses_patterns(plan, a):
+            results[a.name] = _fit_from_patterns(plan, a, by_pattern[a.name],
+                                                 int(first.tallies[regdropped_key(a.name)][0]))
+            say(f"{a.name}: fitted from the tally round's counts by covariate pattern, no further round")
+    rounds_needed = [a for a in models if a.name not in results]
+    paths: dict[str, Generator[np.ndarray, Any, Any]] = {a.name: _path(plan, a) for a in rounds_needed}
     pending = {name: next(path) for name, path in paths.items()}
     used: dict[str, int] = {a.name: 0 for a in models}
-    results: dict[str, dict[str, Any]] = {}
     query_ids: list[str] = []
     sizes: list[int] = []
     by_name = {a.name: a for a in models}
@@ -219,7 +258,9 @@ def run_regressions(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
 def merge_results(plan: Plan, results: dict[str, Any], outcome: RegressionOutcome) -> dict[str, Any]:
     """results.json with the regression models in the plan's order among the other analyses."""
     analyses: Mapping[str, Any] = results["analyses"]
-    merged = {a.name: (outcome.results[a.name] if a.is_regression else analyses[a.name]) for a in plan.analyses}
+    # An infinite limit (R's Inf, a coefficient that may be infinite) is null in JSON, as R's NA.
+    merged = {a.name: (jsonable(outcome.results[a.name]) if a.is_regression else analyses[a.name])
+              for a in plan.analyses}
     return {**results, "analyses": merged,
             "regression_rounds": {"rounds": outcome.rounds, "query_ids": list(outcome.query_ids),
                                   "bytes_per_site": list(outcome.reply_bytes)}}

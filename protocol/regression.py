@@ -76,6 +76,32 @@ def model_strata(plan: Plan, a: Analysis) -> tuple[str, ...]:
     return ("all",)
 
 
+def uses_patterns(plan: Plan, a: Analysis) -> bool:
+    """A Cox model whose covariates are all categorical is fitted from round 1 alone.
+
+    Its rows take finitely many covariate patterns, so integer counts of exits and events by
+    stratum, pattern and bin give every Newton step's sums exactly at the coordinator
+    (coordinator.cox.cox_sums_from_patterns): the same numbers, no further round. The counts
+    are a survival histogram stratified by the covariates, the tally a Kaplan-Meier by them
+    would send; Newton rounds at several betas would reveal them as well.
+    """
+    return (a.kind == "cox" and not a.site_strata
+            and all(plan.variable(c).levels is not None for c in a.covariates))
+
+
+def model_patterns(plan: Plan, a: Analysis) -> np.ndarray:
+    """(K, p) design rows of every joint level of the covariates (row-major, first covariate
+    slowest); one empty pattern when the model does not use patterns."""
+    if not uses_patterns(plan, a):
+        return np.zeros((1, len(model_terms(plan, a))))
+    rows = [np.zeros(0)]
+    for c in a.covariates:
+        k = len(plan.variable(c).levels)  # type: ignore[arg-type]
+        dummies = np.eye(k)[:, 1:]
+        rows = [np.concatenate([r, d]) for r in rows for d in dummies]
+    return np.array(rows)
+
+
 def model_cells(plan: Plan, a: Analysis) -> int:
     """Values one site sends for the model in one round."""
     p = len(model_terms(plan, a))

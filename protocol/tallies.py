@@ -13,8 +13,9 @@ needs the element-wise sum. Blocks:
 - ``count:<variable>`` shape (levels + 1,): patients per level, the last cell missing.
 - ``moments:<variable>`` shape (4,): n, sum and sum of squares of round(x * 10**decimals),
   and the number missing.
-- ``regsurv:<model>`` shape (strata, bins, 3) and ``regdropped:<model>`` shape (1,): a Cox
-  or Fine-Gray model's rows by stratum, bin and outcome (0 censored, 1 the cause, 2 a
+- ``regsurv:<model>`` shape (strata, patterns, bins, 3) and ``regdropped:<model>`` shape (1,):
+  a Cox or Fine-Gray model's rows by stratum, covariate pattern (only for Cox models with
+  categorical covariates alone, else one), bin and outcome (0 censored, 1 the cause, 2 a
   competing event), and its rows left out for a missing covariate (protocol/regression.py).
 - ``n`` shape (1,): rows in the site's data.
 """
@@ -95,9 +96,10 @@ def layout(plan: Plan) -> tuple[Block, ...]:
     for a in plan.analyses:
         if a.is_regression:
             # Counts of the model's rows (protocol/regression.py), published before any sum of x.
-            from protocol.regression import model_grid, model_strata
+            from protocol.regression import model_grid, model_patterns, model_strata
 
-            blocks.append(Block(f"regsurv:{a.name}", (len(model_strata(plan, a)), model_grid(plan, a).n_bins, 3)))
+            shape = (len(model_strata(plan, a)), len(model_patterns(plan, a)), model_grid(plan, a).n_bins, 3)
+            blocks.append(Block(f"regsurv:{a.name}", shape))
             blocks.append(Block(f"regdropped:{a.name}", (1,)))
     for v in described_variables(plan):
         var = plan.variable(v)

@@ -17,7 +17,7 @@ import numpy as np
 from coordinator.cox import cox_bin_sums, cox_point
 from coordinator.finegray import finegray_bin_sums
 from protocol.plan import ANY_CAUSE, Analysis, Plan
-from protocol.regression import model_grid, model_strata, model_terms
+from protocol.regression import model_grid, model_patterns, model_strata, model_terms, uses_patterns
 from site_node import cox_site
 from site_node.cox_site import CoxSitePolicy
 from site_node.prepared import PreparedData
@@ -34,6 +34,8 @@ class ModelData:
     X: np.ndarray
     stratum: np.ndarray
     n_strata: int
+    pattern: np.ndarray          # joint covariate level (protocol.regression.model_patterns), else 0
+    n_patterns: int
     terms: tuple[str, ...]
     level_counts: dict[str, dict[str, int]]
     dropped: int
@@ -43,10 +45,10 @@ class ModelData:
         return len(self.time_bin)
 
     def counts(self, n_bins: int) -> np.ndarray:
-        """(strata, bins, 3) int64 counts by outcome: the model's round-1 tally block."""
-        flat = (self.stratum * n_bins + self.time_bin) * 3 + self.outcome
-        return np.bincount(flat, minlength=self.n_strata * n_bins * 3).astype(np.int64).reshape(
-            self.n_strata, n_bins, 3)
+        """(strata, patterns, bins, 3) int64 counts by outcome: the model's round-1 tally block."""
+        flat = ((self.stratum * self.n_patterns + self.pattern) * n_bins + self.time_bin) * 3 + self.outcome
+        return np.bincount(flat, minlength=self.n_strata * self.n_patterns * n_bins * 3).astype(np.int64).reshape(
+            self.n_strata, self.n_patterns, n_bins, 3)
 
 
 def model_data(plan: Plan, a: Analysis, data: PreparedData) -> ModelData:
@@ -85,9 +87,14 @@ def model_data(plan: Plan, a: Analysis, data: PreparedData) -> ModelData:
             codes = np.asarray(data.levels[name])[keep]
             counts[name] = {lev: int(np.sum(codes == k)) for k, lev in enumerate(v.levels)}  # type: ignore[arg-type]
     X = np.column_stack(cols)[keep] if cols else np.zeros((int(keep.sum()), 0))
+    pattern = np.zeros(len(X), dtype=np.int64)
+    if uses_patterns(plan, a):
+        for name in a.covariates:  # row-major over the covariates' levels, as model_patterns
+            k = len(plan.variable(name).levels)  # type: ignore[arg-type]
+            pattern = pattern * k + np.asarray(data.levels[name])[keep].astype(np.int64)
     return ModelData(time_bin=bins[keep], outcome=outcome[keep], X=X, stratum=stratum[keep],
-                     n_strata=len(model_strata(plan, a)), terms=model_terms(plan, a), level_counts=counts,
-                     dropped=int((~keep).sum()))
+                     n_strata=len(model_strata(plan, a)), pattern=pattern, n_patterns=len(model_patterns(plan, a)),
+                     terms=model_terms(plan, a), level_counts=counts, dropped=int((~keep).sum()))
 
 
 def model_values(plan: Plan, a: Analysis, md: ModelData, beta: np.ndarray) -> np.ndarray:

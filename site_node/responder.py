@@ -493,9 +493,13 @@ def preview(site: str, plan: Plan, data: PreparedData, policy: Policy | None,
         limits = policy.regression if policy is not None else None
         if policy is not None:
             reasons += [r for a in models for r in model_reasons(a, rows[a.name], None, 0, None, limits)]
-        from protocol.regression import model_cells
+        from protocol.regression import model_cells, uses_patterns
 
-        sizes = ", ".join(f"{a.name} {model_cells(plan, a):,}" for a in models)
+        sizes = ", ".join(f"{a.name} {model_cells(plan, a):,}" for a in models if not uses_patterns(plan, a)) or "none"
+        by_pattern = [a.name for a in models if uses_patterns(plan, a)]
+        if by_pattern:
+            notes.append(f"{', '.join(by_pattern)}: only categorical covariates, fitted from the tally round's counts "
+                         "by covariate pattern; no further round")
         notes.append(
             "regression models: after the tally round, each Newton round sends (masked, 128-bit fixed point) "
             f"this site's sums at the broadcast beta, values per round: {sizes}; "

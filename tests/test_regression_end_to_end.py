@@ -5,16 +5,18 @@ on the pooled rows (tests/fixtures/expected/cox), whatever the split over sites.
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
 
-from fedsurv.runner import run_in_process
+from fedsurv.runner import run_in_process, write_results
 from fedsurv.site_input import SiteInput
-from protocol.plan import parse_plan
+from protocol.plan import parse_plan, plan_from_dict
 from regression_plans import data, expected, model, plan_text, split
 
 CASES = ["lung_age_sex_ecog_w1", "lung_age_sex_ecog_w30", "veteran_trt_karno_age_celltype_w1",
@@ -235,8 +237,6 @@ def test_monotone_likelihood_reaches_the_coordinator_as_rs_warning(tmp_path):
     arm = np.repeat(["a", "b"], n // 2)
     time = rng.integers(1, 100, n)
     event = (arm == "b").astype(int)
-    import pandas as pd
-
     df = pd.DataFrame({"time": time, "event": event, "arm": arm})
     sites = []
     for k in range(3):
@@ -250,3 +250,49 @@ def test_monotone_likelihood_reaches_the_coordinator_as_rs_warning(tmp_path):
     m = results["analyses"]["m"]
     assert m["warnings"] == ["Loglik converged before variable  1 ; beta may be infinite. "]
     assert m["coef"][0] > 5 and m["converged"]
+    # the same through Newton rounds (arm as a 0/1 number): the same path, iterations and warning
+    numeric = plan.to_dict()
+    numeric["variables"]["arm"] = {"type": "numeric", "range": [0, 1], "decimals": 0, "missing": "error"}
+    for k in range(3):
+        path = tmp_path / f"s{k}.csv"
+        path.write_text(path.read_text().replace(",a\n", ",0\n").replace(",b\n", ",1\n"))
+    r2, _ = run_in_process(plan_from_dict(numeric), sites)
+    m2 = r2["analyses"]["m"]
+    assert m2["rounds"] > 0 and m["rounds"] == 0
+    assert (m2["iterations"], m2["warnings"]) == (m["iterations"], m["warnings"])
+    # beta heads to infinity along a flat likelihood, where the information is near 0: rounding
+    # of the 128-bit fixed-point sums moves it in the 9th digit, not the path
+    assert rel(m2["coef"], m["coef"]) < 1e-7
+    # an infinite upper limit is written as null, as R's Inf has no JSON form
+    write_results(results, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["analyses"]["m"]["upper"] == [None]
+
+
+def test_categorical_model_fitted_from_pattern_counts_equals_newton_rounds(tmp_path):
+    """Only categorical covariates: one tally round of counts by covariate pattern gives the
+    fit (no Newton round); it equals the rounds' fit of the same model and lifelines'."""
+    case = "veteran_trt_karno_age_celltype_w1"
+    df = data(case)
+    sites = split(case, 4, tmp_path)
+    cats = plan_text(case, model("m", case, robust=True).replace('["trt", "karno", "age", "celltype"]',
+                                                                  '["trt", "celltype"]'))
+    as_levels = cats.replace('[variables."trt"]\ntype = "numeric"\nrange = [1, 2]\nmissing = "drop"',
+                             '[variables."trt"]\nlevels = ["1", "2"]')
+    assert as_levels != cats
+    by_pattern, first = run_in_process(parse_plan(as_levels), sites)
+    by_rounds, _ = run_in_process(parse_plan(cats), sites)
+    p, r = by_pattern["analyses"]["m"], by_rounds["analyses"]["m"]
+    assert p["rounds"] == 0 and "regression_rounds" in by_pattern and by_pattern["regression_rounds"]["rounds"] == 0
+    assert len(first.query_ids) == 1 and r["rounds"] == r["iterations"] + 1
+    assert p["terms"] == ["trt2", "celltypelarge", "celltypesmallcell", "celltypesquamous"]
+    assert p["iterations"] == r["iterations"]
+    assert rel(p["coef"], r["coef"]) < 1e-10
+    assert np.max(np.abs(np.array(p["var"]) - np.array(r["var"]))) < 1e-12
+    assert np.max(np.abs(np.array(p["loglik"]) - np.array(r["loglik"]))) < 1e-9
+    X = pd.DataFrame({"trt2": (df.trt == 2).astype(float)})
+    for lev in ["large", "smallcell", "squamous"]:
+        X[f"celltype{lev}"] = (df.celltype == lev).astype(float)
+    X["time"], X["event"] = df.time, df.event
+    cph = CoxPHFitter().fit(X, "time", "event", fit_options={"precision": 1e-13, "r_precision": 1e-14,
+                                                             "max_steps": 200})
+    assert rel(p["coef"], cph.params_[p["terms"]].to_numpy()) < 1e-9

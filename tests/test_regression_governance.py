@@ -70,7 +70,7 @@ def lung_consortium(tmp_path, n_sites=4, **regression):
 
 
 def exits(first) -> tuple:
-    return (("m", tuple(int(x) for x in first.tallies["regsurv:m"].sum(axis=2).ravel())),)
+    return (("m", tuple(int(x) for x in first.tallies["regsurv:m"].sum(axis=(1, 3)).ravel())),)
 
 
 def test_honest_fit_passes_every_policy_check(tmp_path):

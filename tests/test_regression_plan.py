@@ -75,7 +75,7 @@ def test_strata_and_tally_blocks():
     a = plan.analyses[0]
     assert model_strata(plan, a) == ("a", "b")
     blocks = {b.key: b.shape for b in layout(plan)}
-    assert blocks == {"n": (1,), "regsurv:m": (2, plan.n_bins, 3), "regdropped:m": (1,)}
+    assert blocks == {"n": (1,), "regsurv:m": (2, 1, plan.n_bins, 3), "regdropped:m": (1,)}
     assert model_cells(plan, a) == 2 * plan.n_bins * (6 + 5 + 5)
     site = plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age", "grade"]\nstrata = "site"')
     assert site.analyses[0].site_strata and model_cells(site, site.analyses[0]) == 3 + 3 + 2 * 9
@@ -136,7 +136,7 @@ def test_model_grid_keys():
 
     g = model_grid(plan, a)
     assert (g.bin_width, g.horizon, g.n_bins) == (90, 720, 9)
-    assert {b.key: b.shape for b in layout(plan)}["regsurv:m"] == (1, 9, 3)
+    assert {b.key: b.shape for b in layout(plan)}["regsurv:m"] == (1, 1, 9, 3)
     assert plan_from_dict(plan.to_dict()) == plan
     assert model_grid(plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]'),
                       a).n_bins == 9  # the model's own keys win over the plan's 30 / 900

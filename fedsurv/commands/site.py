@@ -96,7 +96,11 @@ def preview_text(pv: Any, plan: Any) -> str:
 
             times = model_grid(plan, a).bin_times()
             outcomes = ["censored", a.cause or "event", "competing"]
-            for label, cell in zip(model_strata(plan, a), pv.tallies[b.key]):
+            if b.shape[1] > 1:
+                out.append(f"  by {b.shape[1]} covariate patterns (a categorical Cox model is fitted from these "
+                           "counts; shown here summed over patterns, in full with --json)")
+            for label, by_pattern in zip(model_strata(plan, a), pv.tallies[b.key]):
+                cell = by_pattern.sum(axis=0)
                 out.append(f"  stratum {label}: {int(cell.sum())} patients")
                 rows = np.flatnonzero(cell.sum(axis=1))
                 if rows.size:
