@@ -42,10 +42,17 @@ def run_plan(plan: Plan, transport: Transport, coordinator: PartyKeys, roster: R
     refusals: list[tuple[str, str]] = []
     query_ids: list[str] = []
     while True:
-        first = run_plan_secure(plan, transport, coordinator, roster, participants, min_sites=min_sites,
-                                ttl_seconds=ttl_seconds, clock=clock, on_progress=on_progress,
-                                approval_wait_seconds=approval_wait_seconds, sleep=sleep, check=check,
-                                rerun_of=rerun_of, evidence=evidence)
+        try:
+            first = run_plan_secure(plan, transport, coordinator, roster, participants, min_sites=min_sites,
+                                    ttl_seconds=ttl_seconds, clock=clock, on_progress=on_progress,
+                                    approval_wait_seconds=approval_wait_seconds, sleep=sleep, check=check,
+                                    rerun_of=rerun_of, evidence=evidence)
+        except AggregationError as e:
+            if not notes:
+                raise
+            # The rerun failed too (sites refusing to resend their tallies to fewer sites, say):
+            # say first why it was needed.
+            raise AggregationError(f"{notes[-1]}; then the rerun failed: {e}") from None
         first = replace(first, query_ids=tuple(query_ids) + first.query_ids, notes=tuple(notes) + first.notes,
                         refusals=tuple(refusals) + first.refusals)
         results = pooled_results(plan, first.tallies, list(first.sites))

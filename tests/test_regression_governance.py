@@ -278,3 +278,35 @@ def test_audit_show_lists_every_round_with_its_beta(tmp_path, capsys):
     rounds = results["regression_rounds"]["rounds"]
     assert out.count(f"of query {first.query_ids[-1][:12]}") == rounds
     assert "regression round 2 of query" in out and "m beta [0, 0, 0]" in out
+
+
+def test_one_site_refusing_a_round_stops_the_fit_when_the_others_refuse_to_resend(tmp_path):
+    """The honest path with policies: one site's stricter bound on x'beta refuses round 3; the
+    others will not resend their tallies to fewer sites (differencing), so the run fails, saying
+    both why, and no estimate is produced."""
+    plan = parse_plan(plan_text(LUNG30, model("m", LUNG30), horizon=750))
+    data = prepared(LUNG30, plan, 4, tmp_path / "d")
+    strict = sorted(data)[0]
+    policies = {n: policy(max_xb_spread=0.5 if n == strict else 10.0) for n in data}
+    c = Consortium(plan, data, policies, tmp_path / "audit")
+    with pytest.raises(AggregationError) as e:
+        run_plan(c.plan, c.transport, c.coordinator, c.roster, list(c.data))
+    msg = str(e.value)
+    assert f"{strict} refused" in msg and "above the policy's bound 0.5" in msg
+    assert "then the rerun failed" in msg and "isolate" in msg
+    _, entries = verify_log(tmp_path / "audit" / f"{strict}.jsonl")
+    refused = [x for x in entries if "step" in x and x["decision"] == "refused"]
+    assert len(refused) == 1 and refused[0]["step"]["round"] >= 3
+
+
+def test_with_rerun_after_dropout_the_others_finish_without_the_refusing_site(tmp_path):
+    plan = parse_plan(plan_text(LUNG30, model("m", LUNG30), horizon=600))
+    data = prepared(LUNG30, plan, 4, tmp_path / "d")
+    strict = sorted(data)[0]
+    policies = {n: replace(policy(max_xb_spread=0.5 if n == strict else 10.0), rerun_after_dropout=True)
+                for n in data}
+    c = Consortium(plan, data, policies, tmp_path / "audit")
+    results, first = run_plan(c.plan, c.transport, c.coordinator, c.roster, list(c.data))
+    assert strict not in [s for s, _ in first.sites]
+    rest, _ = run_prepared(plan, {n: d for n, d in data.items() if n != strict})
+    np.testing.assert_allclose(results["analyses"]["m"]["coef"], rest["analyses"]["m"]["coef"], rtol=1e-13)
