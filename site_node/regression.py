@@ -17,7 +17,13 @@ import numpy as np
 from coordinator.cox import cox_bin_sums, cox_point
 from coordinator.finegray import finegray_bin_sums
 from protocol.plan import ANY_CAUSE, Analysis, Plan
-from protocol.regression import model_grid, model_patterns, model_strata, model_terms, uses_patterns
+from protocol.regression import (
+    model_grid,
+    model_patterns,
+    model_strata,
+    model_terms,
+    uses_patterns,
+)
 from site_node import cox_site
 from site_node.cox_site import CoxSitePolicy
 from site_node.prepared import PreparedData

@@ -38,8 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-
-import numpy as np
 import threading
 import time
 from collections.abc import Callable
@@ -47,13 +45,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from protocol.dp_plan import NoiseParameters, PrivacyPlanError, noise_parameters
 from protocol.errors import FedsurvError, RefusedError
 from protocol.keys import PartyKeys, b64
 from protocol.masking import Masker, payload_bytes
 from protocol.plan import Plan, plan_from_dict
-from protocol.query import AWAITING_APPROVAL, MessageError, Query, Reply, decode_reply, decode_signed_query
-from protocol.regression import Step, StepError, check_step, encode_values, regression_analyses
+from protocol.query import (
+    AWAITING_APPROVAL,
+    MessageError,
+    Query,
+    Reply,
+    decode_reply,
+    decode_signed_query,
+)
+from protocol.regression import (
+    Step,
+    StepError,
+    check_step,
+    encode_values,
+    regression_analyses,
+)
 from protocol.roster import Roster
 from protocol.tallies import Tallies
 from site_node.audit import AuditLog
@@ -390,8 +403,8 @@ class SiteNode:
                       and "step" not in e), None)
         if (first is None or first.get("plan_sha256") != query.plan_sha256
                 or sorted(first.get("participants", [])) != sorted(query.participants)):
-            raise _Refuse("refused", ["this round does not continue a tally round this site answered for the same "
-                                      "plan and the same sites"])
+            raise _Refuse("refused", [("this round does not continue a tally round this site answered for the same "
+                                       "plan and the same sites")])
         earlier = [e["step"]["round"] for e in self.audit.entries
                    if e.get("decision") == "ok" and (e.get("step") or {}).get("round1") == step.round1]
         if earlier and max(earlier) >= step.round_no:

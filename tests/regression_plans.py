@@ -39,7 +39,7 @@ def plan_text(case: str, models: str, centers: dict[str, float] | None = None, e
               horizon: float | None = None, scales: dict[str, float] | None = None) -> str:
     """A plan over the case's endpoint and covariates (in the fixture's order) plus `models`;
     the horizon defaults to the last time (rounded up to the grid), as R's fit uses every time."""
-    csv, tcol, ecol, numeric, factors = CASES[case]
+    _, tcol, ecol, numeric, factors = CASES[case]
     meta = expected(case)["meta"]
     w = meta["bin_width"]
     horizon = horizon or math.ceil(data(case)[tcol].max() / w) * w

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from regression_plans import expected, model, plan_text, split
 
 from fedsurv.cli import main
-from regression_plans import expected, model, plan_text, split
 
 CASE = "lung_age_sex_ecog_w30"
 

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
+from regression_plans import data, expected, model, plan_text, split
 
 from fedsurv.runner import run_in_process, write_results
 from fedsurv.site_input import SiteInput
 from protocol.plan import parse_plan, plan_from_dict
-from regression_plans import data, expected, model, plan_text, split
 
 CASES = ["lung_age_sex_ecog_w1", "lung_age_sex_ecog_w30", "veteran_trt_karno_age_celltype_w1",
          "colon_cr_recurrence_rx_age_nodes_w7"]

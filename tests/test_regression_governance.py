@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from regression_plans import data, model, plan_text, split
 
 from coordinator.plan_run import run_plan
 from coordinator.secure_round import local_transport, new_query, run_plan_secure
@@ -21,7 +22,6 @@ from protocol.plan import parse_plan
 from protocol.query import decode_reply
 from protocol.regression import Step
 from protocol.roster import consortium_for_run
-from regression_plans import data, model, plan_text, split
 from site_node.audit import verify_log
 from site_node.cox_site import CoxSitePolicy
 from site_node.policy import Policy, PolicyError, parse_policy
@@ -193,7 +193,7 @@ def test_p_above_n_over_3_is_refused(tmp_path):
 def test_site_whose_rows_change_between_rounds_is_caught(tmp_path):
     """Round sums must come from round 1's patients: the decoded counts are compared."""
     c = lung_consortium(tmp_path)
-    victim = sorted(c.data)[0]
+    victim = min(c.data)
     node = c.nodes[victim]
     original = node._load_data
     calls = {"n": 0}
@@ -223,7 +223,7 @@ def test_site_lost_in_a_round_reruns_the_plan_over_the_rest(tmp_path):
     plan = parse_plan(plan_text(LUNG30, model("m", LUNG30)))
     data = prepared(LUNG30, plan, 4, tmp_path / "d")
     c = Consortium(plan, data, {}, tmp_path / "audit")
-    quitter = sorted(data)[-1]
+    quitter = max(data)
     answer = c.nodes[quitter].answer
 
     def flaky(request: bytes) -> bytes:
@@ -256,7 +256,7 @@ def test_policy_regression_table(tmp_path):
 def test_policy_must_allow_the_kind_and_covariates(tmp_path):
     c = lung_consortium(tmp_path)
     narrow = Policy(kinds=("km",), variables=("age",), min_stratum_size=1)
-    name = sorted(c.data)[0]
+    name = min(c.data)
     c.nodes[name].policy = narrow
     reply = decode_reply(c.nodes[name].answer(new_query(c.plan, c.coordinator, sorted(c.data), 600)[1]))
     assert reply.status == "refused"
@@ -269,7 +269,7 @@ def test_audit_show_lists_every_round_with_its_beta(tmp_path, capsys):
 
     c = lung_consortium(tmp_path)
     results, first = run_plan(c.plan, c.transport, c.coordinator, c.roster, list(c.data))
-    log = tmp_path / "audit" / f"{sorted(c.data)[0]}.jsonl"
+    log = tmp_path / "audit" / f"{min(c.data)}.jsonl"
     try:
         main(["audit", "show", str(log)])
     except SystemExit as e:
@@ -286,7 +286,7 @@ def test_one_site_refusing_a_round_stops_the_fit_when_the_others_refuse_to_resen
     both why, and no estimate is produced."""
     plan = parse_plan(plan_text(LUNG30, model("m", LUNG30), horizon=750))
     data = prepared(LUNG30, plan, 4, tmp_path / "d")
-    strict = sorted(data)[0]
+    strict = min(data)
     policies = {n: policy(max_xb_spread=0.5 if n == strict else 10.0) for n in data}
     c = Consortium(plan, data, policies, tmp_path / "audit")
     with pytest.raises(AggregationError) as e:
@@ -302,7 +302,7 @@ def test_one_site_refusing_a_round_stops_the_fit_when_the_others_refuse_to_resen
 def test_with_rerun_after_dropout_the_others_finish_without_the_refusing_site(tmp_path):
     plan = parse_plan(plan_text(LUNG30, model("m", LUNG30), horizon=600))
     data = prepared(LUNG30, plan, 4, tmp_path / "d")
-    strict = sorted(data)[0]
+    strict = min(data)
     policies = {n: replace(policy(max_xb_spread=0.5 if n == strict else 10.0), rerun_after_dropout=True)
                 for n in data}
     c = Consortium(plan, data, policies, tmp_path / "audit")

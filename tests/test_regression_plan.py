@@ -153,8 +153,8 @@ def test_policy_finest_grid_applies_to_each_model():
 
     policy = Policy(kinds=("cox",), variables=("age",), finest_bin_width=60, time_unit="days")
     fine = plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]')
-    assert plan_reasons(policy, fine) == ["analysis 'm': bin width 30 days is finer than the policy allows "
-                                          "(60 days, policy.finest_bin_width)"]
+    assert plan_reasons(policy, fine) == [("analysis 'm': bin width 30 days is finer than the policy allows "
+                                           "(60 days, policy.finest_bin_width)")]
     coarse = plan_with('name = "m"\nkind = "cox"\nendpoint = "os"\ncovariates = ["age"]\nbin_width = 90')
     assert plan_reasons(policy, coarse) == []
     # strata = "site": no per-bin sum leaves the site, so the grid is not the policy's concern
