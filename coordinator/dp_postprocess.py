@@ -30,6 +30,7 @@ estimate by default.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,9 +150,24 @@ def discrete_gaussian_noise(sigma: float, shape: tuple[int, ...], rng: np.random
     return rng.choice(k, size=shape, p=p / p.sum())
 
 
+def mechanism_noise(sigma: float, shape: tuple[int, ...], rng: np.random.Generator,
+                    mechanism: str = "gaussian") -> np.ndarray:
+    """Draws of the total noise on a cell, for inference (not for privacy): N_Z(0, sigma^2) or Skellam.
+
+    The sum of the sites' Skellam shares is Skellam with variance sigma^2, i.e. the difference of
+    two Poisson(sigma^2 / 2) (Agarwal, Kairouz & Liu 2021); below sigma ~ 1 its law differs
+    from the discrete Gaussian's, whose variance there falls short of sigma^2, so each is
+    simulated as itself.
+    """
+    if mechanism == "skellam":
+        mu = sigma * sigma / 2
+        return rng.poisson(mu, shape) - rng.poisson(mu, shape)
+    return discrete_gaussian_noise(sigma, shape, rng)
+
+
 def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.random.Generator, cause: int = 1,
                     method: str = "clip", conf_level: float = 0.95, conf_type: str = "log-log",
-                    bias_correct: bool = True) -> DPIntervals:
+                    bias_correct: bool = True, mechanism: str = "gaussian") -> DPIntervals:
     """KM and limits including the noise, for one stratum's noisy (bins, 1 + K) histogram.
 
     Var(S) = S^2 Var_Greenwood(-log S) + Var_boot(S*), the second from ``n_boot`` replicates
@@ -166,7 +182,7 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
     counts, pp = postprocess(hist, method)
     surv, var_log = km_on_grid(counts, cause)
     # the plug-in truth is the post-processed release; each replicate goes through the mechanism again
-    replicates = counts[None] + discrete_gaussian_noise(sigma_total, (n_boot, *counts.shape), rng)
+    replicates = counts[None] + mechanism_noise(sigma_total, (n_boot, *counts.shape), rng, mechanism)
     boot_counts, _ = postprocess(replicates, method)
     boot_surv, _ = km_on_grid(boot_counts, cause)
     var_noise = boot_surv.var(axis=0, ddof=1)
@@ -205,7 +221,7 @@ def check_noisy_tallies(tallies: Tallies, sigma_total: float, bands: float = 12.
             totals.append((b.key, int(a.sum()) + int(dropped.sum()), a.size + dropped.size))
         elif b.key.startswith("count:"):
             totals.append((b.key, int(a.sum()), a.size))
-    for (k1, t1, c1), (k2, t2, c2) in zip(totals, totals[1:]):
+    for (k1, t1, c1), (k2, t2, c2) in itertools.pairwise(totals):
         if abs(t1 - t2) > bands * sigma_total * np.sqrt(c1 + c2):
             problems.append(f"blocks {k1} and {k2}: totals {t1} and {t2} differ by more than noise can explain")
     return problems

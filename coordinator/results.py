@@ -16,7 +16,13 @@ import numpy as np
 from coordinator.cif import aalen_johansen, cif_at_times
 from coordinator.describe import describe_categorical, describe_numeric
 from coordinator.gray import gray_test
-from coordinator.km import SurvivalTable, kaplan_meier, km_at_times, km_median, km_quantiles
+from coordinator.km import (
+    SurvivalTable,
+    kaplan_meier,
+    km_at_times,
+    km_median,
+    km_quantiles,
+)
 from coordinator.logrank import logrank_test
 from coordinator.proportion import proportion_ci
 from coordinator.rmst import compare_rmst, rmst
@@ -248,10 +254,13 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
 
     Every histogram is post-processed (protocol plan's ``privacy.postprocess``; dropped and
     categorical counts clipped at 0) before any estimator reads it, n is the post-processed
-    size of the first histogram (sites withhold theirs), and Kaplan-Meier standard errors and
-    limits add the noise's variance by parametric bootstrap (coordinator.dp_postprocess.
-    km_dp_intervals). All of it reads only the released sum: post-processing costs no privacy
-    (Dwork & Roth 2014, Proposition 2.1).
+    size of the first histogram (sites withhold theirs). Standard errors, limits and p-values
+    include the noise: Kaplan-Meier by coordinator.dp_postprocess.km_dp_intervals, incidence,
+    RMST, log-rank and Gray's test by the parametric bootstrap of coordinator.dp_uncertainty,
+    proportions analytically (coordinator.dp_uncertainty.proportion_dp_ci); each analysis says
+    how in its ``dp_uncertainty`` field. What cannot include the noise yet (the limits of
+    medians and quartiles) is withheld (null) and listed. All of it reads only the released
+    sum: post-processing costs no privacy (Dwork & Roth 2014, Proposition 2.1).
     """
     from coordinator.dp_postprocess import clip_histogram, postprocess
     from protocol.dp_plan import noise_parameters
@@ -283,9 +292,15 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
     doc = _document(plan, released, [{"name": s, "n": None} for s, _ in sites], tolerant=True)
     seed = int.from_bytes(hashlib.sha256(noisy.flatten().astype("<i8").tobytes()).digest()[:8], "little")
     rng = np.random.default_rng(seed)  # the same release always gives the same intervals
+    mechanism = params.share.mechanism
     for a in plan.analyses:
-        if a.kind == "km" and "undefined" not in doc["analyses"][a.name]:
-            _dp_km_limits(doc["analyses"][a.name], noisy, plan, a, sigma_sum, rng)
+        res = doc["analyses"].get(a.name)
+        if res is None or "undefined" in res:
+            continue
+        if a.kind == "km" and spec.bootstrap >= 2:
+            _dp_km_limits(res, noisy, plan, a, sigma_sum, rng, mechanism)
+        elif a.kind == "proportion" or (a.kind in DP_UNCERTAINTY and spec.bootstrap >= 2):
+            DP_UNCERTAINTY[a.kind](res, released, noisy, plan, a, sigma_sum, rng, mechanism)
     withheld = _withhold_noise_blind_uncertainty(doc["analyses"])
     doc["privacy"] = {
         "note": DP_NOTE,
@@ -295,17 +310,29 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
                                                             "participants": len(sites)},
         "spec": spec.to_dict(),
         "postprocessing": applied,
-        "intervals": (f"Kaplan-Meier: Greenwood variance plus the noise variance from a parametric bootstrap of "
-                      f"{spec.bootstrap} noise draws, centred on the bootstrap bias-corrected estimate; "
-                      "incidence, log-rank, Gray's test, RMST, medians, proportions and Table 1 are point "
-                      "estimates from the post-processed counts; their intervals, standard errors and p-values "
-                      "would ignore the noise, so they are withheld (null)"),
+        "intervals": _intervals_text(spec.bootstrap),
     }
     return doc
 
 
+def _intervals_text(n_boot: int) -> str:
+    if n_boot < 2:
+        return ("no bootstrap was asked for (privacy.bootstrap < 2): proportions' limits include the noise "
+                "(delta method); every other interval, standard error and p-value would ignore it, so it is "
+                "withheld (null)")
+    return (f"intervals, standard errors and p-values include the noise. Kaplan-Meier: Greenwood variance plus "
+            f"the noise variance from a parametric bootstrap of {n_boot} noise draws, centred on the bootstrap "
+            f"bias-corrected estimate. Cumulative incidence and RMST: estimated from the unclipped noisy counts "
+            f"(unbiased to first order, where clipping is not), with the exact estimator's sampling variance "
+            f"(infinitesimal jackknife, Miller) plus the noise variance from a parametric bootstrap of {n_boot} "
+            f"noise draws. Log-rank and Gray's tests: Wald tests of the unclipped counts' score whose variance adds "
+            f"the score's bootstrap covariance to the exact one. Proportions: the noise variance added by the delta "
+            f"method. The limits of medians and quartiles are withheld (null)")
+
+
 NOISE_BLIND = {
     # kind -> (fields of the analysis, fields of each table/at_times block) set to null under DP
+    # when no noise-aware version was computed
     "cif": ((), ("std_err", "lower", "upper")),
     "logrank": (("p", "var"), ()),
     "gray": (("p",), ()),
@@ -330,8 +357,10 @@ def _null_fields(obj: Any, fields: tuple[str, ...]) -> None:
 def _withhold_noise_blind_uncertainty(analyses: dict[str, Any]) -> list[str]:
     """Null every interval, standard error and p-value that would ignore the DP noise.
 
-    Only Kaplan-Meier limits add the noise's variance; a log-rank p-value on noisy counts, say,
-    would read noise as signal (p < 0.001 where the exact p is 0.5 was seen), so it is not given.
+    An analysis whose uncertainty includes the noise carries a ``dp_uncertainty`` field and
+    keeps its numbers; without one (no bootstrap asked for), a log-rank p-value on noisy
+    counts, say, would read noise as signal (p < 0.001 where the exact p is 0.5 was seen),
+    so it is not given. The limits of KM medians and quartiles are always withheld.
     """
     withheld = []
     for name, res in analyses.items():
@@ -339,14 +368,16 @@ def _withhold_noise_blind_uncertainty(analyses: dict[str, Any]) -> list[str]:
         if "undefined" in res:
             continue
         if kind == "km":
+            what = ["confidence limits of the median and quartiles"]
             for st in res.get("strata", {}).values():
                 for part in ("median", "quantiles"):
                     if part in st:
                         _null_fields(st[part], ("lower", "upper"))
-                if "rmst" in st:
+                if "rmst" in st and "dp_uncertainty" not in st["rmst"]:
                     _null_fields(st["rmst"], ("std_err",))
-            withheld.append(f"{name}: confidence limits of the median and quartiles, standard error of RMST")
-        elif kind in NOISE_BLIND:
+                    what = ["confidence limits of the median and quartiles, standard error of RMST"]
+            withheld.append(f"{name}: {what[0]}")
+        elif kind in NOISE_BLIND and "dp_uncertainty" not in res:
             top, inner = NOISE_BLIND[kind]
             _null_fields(res, top + inner)
             withheld.append(f"{name}: {', '.join(top + inner)}")
@@ -365,10 +396,23 @@ def _undefined_if_failing(tallies: Tallies, plan: Plan, a: Analysis) -> dict[str
         return {"kind": a.kind, "undefined": f"not defined on the noisy counts: {e}"}
 
 
+def _bin_index(plan: Plan, times: Any, size: int) -> np.ndarray:
+    """The grid bin of each reported time (the last bin at or before it)."""
+    t = np.asarray(times, dtype=float)
+    return np.minimum(np.floor(t / plan.bin_width + 1e-9).astype(np.int64), size - 1)
+
+
+def _two_column(counts: np.ndarray, plan: Plan, a: Analysis) -> np.ndarray:
+    """(..., bins, 2) censored and events of the analysis's cause, as the KM estimators read them."""
+    events, censor = _event_censor(counts, plan, a)
+    return np.stack([censor, events], axis=-1)
+
+
 def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
-                  rng: np.random.Generator) -> None:
-    """Replace a KM result's estimate, std_err and limits by ones that include the noise."""
-    from coordinator.dp_postprocess import km_dp_intervals
+                  rng: np.random.Generator, mechanism: str = "gaussian") -> None:
+    """Replace a KM result's estimate, std_err and limits (and its RMSTs) by ones that include the noise."""
+    from coordinator.dp_postprocess import km_dp_intervals, postprocess
+    from coordinator.dp_uncertainty import NOTE_BOOTSTRAP, noise_replicates, rmst_dp
 
     spec = plan.privacy
     assert spec is not None
@@ -383,19 +427,162 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
             cause = plan.endpoint(a.endpoint).cause_index(a.cause)  # type: ignore[arg-type]
         # 'all' sums every cell's noise
         s = sigma * math.sqrt(n_cells) if label == "all" and a.strata else sigma
-        if spec.bootstrap < 2:
-            continue
         dp = km_dp_intervals(counts, s, spec.bootstrap, rng, cause=cause, method=spec.postprocess,
-                             conf_level=level, conf_type=ctype)
+                             conf_level=level, conf_type=ctype, mechanism=mechanism)
         st = res["strata"][label]
         for part, key in (("table", "time"), ("at_times", "time")):
             block = st.get(part)
             if not block:
                 continue
-            times = np.asarray(block[key], dtype=float)
-            idx = np.minimum(np.floor(times / plan.bin_width + 1e-9).astype(np.int64), dp.estimate.size - 1)
+            idx = _bin_index(plan, block[key], dp.estimate.size)
             for col, values in (("estimate", dp.estimate), ("std_err", dp.std_err), ("lower", dp.lower),
                                 ("upper", dp.upper)):
                 old = block[col]
                 new = jsonable(np.asarray(values, dtype=float)[idx])
                 block[col] = [None if o is None else v for o, v in zip(old, new)]
+        if "rmst" in st:
+            pp = postprocess(counts, spec.postprocess)[0]
+            boot = noise_replicates(counts, s, spec.bootstrap, rng, mechanism=mechanism)
+            other = pp.sum(axis=1) - pp[:, cause]
+            table = kaplan_meier(plan.bin_times(), pp[:, cause], other, conf_level=level, conf_type=ctype)
+            out = [rmst_dp(plan.bin_times(), counts, boot, tau, rmst(table, tau)[1], cause=cause)
+                   for tau in st["rmst"]["tau"]]
+            st["rmst"].update(estimate=jsonable([r.estimate for r in out]), std_err=jsonable([r.std_err for r in out]),
+                              std_err_noise=jsonable([r.std_err_noise for r in out]),
+                              dp_uncertainty=NOTE_BOOTSTRAP.format(b=spec.bootstrap))
+    res["dp_uncertainty"] = ("Kaplan-Meier: " + NOTE_BOOTSTRAP.format(b=spec.bootstrap)
+                             + "; limits of the median and quartiles withheld")
+
+
+def _block_replicates(noisy: Tallies, plan: Plan, a: Analysis, sigma: float, rng: np.random.Generator,
+                      mechanism: str) -> tuple[np.ndarray, np.ndarray]:
+    """The analysis's raw (unclipped) noisy histogram block and its noise replicates (B, cells, bins, 1 + K)."""
+    from coordinator.dp_uncertainty import noise_replicates
+
+    spec = plan.privacy
+    assert spec is not None
+    hist = noisy[surv_key(a.endpoint, a.stratification)]  # type: ignore[arg-type]
+    return hist, noise_replicates(hist, sigma, spec.bootstrap, rng, mechanism=mechanism)
+
+
+def _grouped_replicates(boot: np.ndarray, plan: Plan, a: Analysis) -> np.ndarray:
+    """(B, strata, groups, bins, 1 + K), the layout of _grouped for each replicate."""
+    n_groups = len(plan.variable(a.groups).levels)  # type: ignore[arg-type]
+    return boot.reshape(boot.shape[0], n_groups, -1, *boot.shape[2:]).swapaxes(1, 2)
+
+
+def _dp_cif(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
+            rng: np.random.Generator, mechanism: str = "gaussian") -> None:
+    """Incidence estimates, standard errors and limits that include the noise (dp_uncertainty.cif_dp)."""
+    from coordinator.dp_uncertainty import NOTE_BOOTSTRAP, cif_dp
+
+    raw, boot = _block_replicates(noisy, plan, a, sigma, rng, mechanism)
+    pp = _cells(released[surv_key(a.endpoint, a.stratification)], plan, a.strata)  # type: ignore[arg-type]
+    level, ctype = _conf(plan, a)
+    ep = plan.endpoint(a.endpoint)  # type: ignore[arg-type]
+    for label, counts in _cells(raw, plan, a.strata).items():
+        reps = boot.sum(axis=1) if label == "all" else boot[:, cell_labels(plan, a.strata).index(label)]
+        dp = cif_dp(plan.bin_times(), pp[label], counts, reps, conf_level=level, conf_type=ctype)
+        for k, cause in enumerate(ep.causes):
+            entry = res["strata"][label]["causes"][cause.name]
+            for part in ("table", "at_times"):
+                block = entry.get(part)
+                if not block:
+                    continue
+                idx = _bin_index(plan, block["time"], dp.estimate.shape[0])
+                for col, values in (("estimate", dp.estimate), ("std_err", dp.std_err), ("lower", dp.lower),
+                                    ("upper", dp.upper)):
+                    block[col] = jsonable(np.asarray(values[idx, k], dtype=float))
+                block["std_err_noise"] = jsonable(dp.std_err_noise[idx, k])
+    res["dp_uncertainty"] = NOTE_BOOTSTRAP.format(b=boot.shape[0])
+
+
+def _dp_logrank(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
+                rng: np.random.Generator, mechanism: str = "gaussian") -> None:
+    """The log-rank test with the noise in its variance (dp_uncertainty.noise_aware_wald)."""
+    from coordinator.dp_uncertainty import NOTE_TEST, logrank_scores, noise_aware_wald
+
+    if res.get("df", 0) < 1:
+        return
+    _, boot = _block_replicates(noisy, plan, a, sigma, rng, mechanism)
+
+    def events_at_risk(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        events, _ = _event_censor(g, plan, a)
+        total = g.sum(axis=-1)
+        return events, np.flip(np.cumsum(np.flip(total, -1), axis=-1), -1)
+
+    events, at_risk = events_at_risk(_grouped(released, plan, a))
+    exact = logrank_test(events, at_risk, rho=a.rho)
+    scores = logrank_scores(*events_at_risk(_grouped_replicates(boot, plan, a)), rho=a.rho)
+    score = logrank_scores(*events_at_risk(_grouped(noisy, plan, a)), rho=a.rho)
+    tested = np.flatnonzero(exact.expected > 0)[1:]
+    test = noise_aware_wald(score, exact.var, scores, tested)
+    res.update(chisq_postprocessed=res["chisq"], chisq=jsonable(test.stat), p=jsonable(test.p),
+               var=jsonable(exact.var + np.cov(scores, rowvar=False)), dp_uncertainty=NOTE_TEST.format(b=boot.shape[0]))
+
+
+def _dp_gray(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
+             rng: np.random.Generator, mechanism: str = "gaussian") -> None:
+    """Gray's tests with the noise in their variance (dp_uncertainty.noise_aware_wald)."""
+    from coordinator.dp_uncertainty import (
+        NOTE_TEST,
+        gray_score_var,
+        gray_scores,
+        noise_aware_wald,
+    )
+
+    _, boot = _block_replicates(noisy, plan, a, sigma, rng, mechanism)
+    raw = _grouped(noisy, plan, a)
+    g = _grouped(released, plan, a)
+    reps = _grouped_replicates(boot, plan, a)
+    ep = plan.endpoint(a.endpoint)  # type: ignore[arg-type]
+    for k, cause in enumerate(ep.causes, start=1):
+        entry = res["causes"][cause.name]
+        entry["stat_postprocessed"] = entry["stat"]
+        _, v, tested, testable = gray_score_var(g, k)
+        if not testable:
+            continue
+        test = noise_aware_wald(gray_scores(raw, k), v, gray_scores(reps, k), tested)
+        entry.update(stat=jsonable(test.stat), p=jsonable(test.p))
+    res["dp_uncertainty"] = NOTE_TEST.format(b=boot.shape[0])
+
+
+def _dp_rmst(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
+             rng: np.random.Generator, mechanism: str = "gaussian") -> None:
+    """RMST per group and its contrasts, with standard errors that include the noise (dp_uncertainty.rmst_dp)."""
+    from coordinator.dp_uncertainty import NOTE_BOOTSTRAP, rmst_dp
+
+    _, boot = _block_replicates(noisy, plan, a, sigma, rng, mechanism)
+    g = _two_column(_grouped(released, plan, a).sum(axis=0), plan, a)
+    raw = _two_column(_grouped(noisy, plan, a).sum(axis=0), plan, a)
+    reps = _two_column(_grouped_replicates(boot, plan, a).sum(axis=1), plan, a)
+    level, ctype = _conf(plan, a)
+    levels = list(plan.variable(a.groups).levels)  # type: ignore[arg-type]
+    out = []
+    for i in range(len(levels)):
+        table = kaplan_meier(plan.bin_times(), g[i, :, 1], g[i, :, 0], conf_level=level, conf_type=ctype)
+        out.append(rmst_dp(plan.bin_times(), raw[i], reps[:, i], a.tau, rmst(table, a.tau)[1]))  # type: ignore[arg-type]
+    comp = jsonable(compare_rmst(levels, np.array([r.estimate for r in out]), np.array([r.std_err for r in out]),
+                                 conf_level=level, tau=a.tau).to_dict())
+    for lab, r in zip(levels, out):
+        comp["groups"][lab]["std_err_noise"] = jsonable(r.std_err_noise)
+    res.update(comp, sentences=rmst_sentences(comp, a.groups, a.tau, plan.time_unit, level),  # type: ignore[arg-type]
+               dp_uncertainty=NOTE_BOOTSTRAP.format(b=boot.shape[0]))
+
+
+def _dp_proportion(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
+                   rng: np.random.Generator, mechanism: str = "gaussian") -> None:
+    """Limits of a proportion of noisy counts that include the noise (dp_uncertainty.proportion_dp_ci)."""
+    from coordinator.dp_uncertainty import NOTE_PROPORTION, proportion_dp_ci
+
+    levels = plan.variable(a.variable).levels or ()  # type: ignore[arg-type]
+    k_s = len(a.success)
+    _, lo, hi = proportion_dp_ci(res["successes"], res["n"], sigma, k_s, len(levels) - k_s,
+                                 conf_level=plan.conf_level, method=a.method)
+    how = ("Wilson's score interval with the noise variance added" if a.method == "wilson" else
+           "Clopper-Pearson limits at the effective sample size n* = p(1-p)/Var(p) (Korn & Graubard 1998)")
+    res.update(lower=lo, upper=hi, dp_uncertainty=NOTE_PROPORTION.format(how=how))
+
+
+DP_UNCERTAINTY = {"cif": _dp_cif, "logrank": _dp_logrank, "gray": _dp_gray, "rmst": _dp_rmst,
+                  "proportion": _dp_proportion}
