@@ -859,8 +859,11 @@ def _facts(items: Iterable[tuple[str, str]], raw_html: Mapping[str, str] | None 
 
 
 def _endpoint_text(name: str, ep: Mapping[str, Any]) -> str:
-    if isinstance(ep.get("dates"), dict):
-        causes = ", ".join(f"{c} (date column {col})" for c, col in ep["dates"].items())
+    dates = ep.get("dates")
+    if isinstance(dates, (dict, list)):
+        # The canonical plan keeps the dated causes as [cause, column] pairs (their order is their code).
+        pairs = dates.items() if isinstance(dates, dict) else [tuple(d) for d in dates]
+        causes = ", ".join(f"{c} (date column {col})" for c, col in pairs)
         return f"from dates: origin {ep.get('origin')}; events {causes}; last follow-up {ep.get('last_followup')}"
     causes = ep.get("causes") or {}
     cs = ", ".join(f"{k} = {v}" for k, v in causes.items())

@@ -226,6 +226,15 @@ def test_study_plan_passes_the_example_policy_at_every_site(tmp_path):
     for name in ("os_cox", "amputation_finegray"):
         assert results["analyses"][name]["converged"]
         assert results["analyses"][name]["n"] == sum(s["n"] for s in results["sites"])
+    # the report a coordinator reads: both models, and the date-derived endpoints spelled out
+    from coordinator.report_html import write_report
+
+    html = write_report(results, tmp_path / "report", figure_format="svg").read_text()
+    cox = results["analyses"]["os_cox"]
+    assert "Robust SE" in html and f"{cox['robust_std_err'][0]:.4f}" in html
+    assert "Subdistribution hazard ratio" in html
+    assert ("from dates: origin ilp_date; events amputation (date column amputation_date), death (date column "
+            "death_date); last follow-up last_followup") in html
 
 
 def test_monotone_likelihood_reaches_the_coordinator_as_rs_warning(tmp_path):
