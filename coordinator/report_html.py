@@ -926,9 +926,14 @@ def _dp_banner(dp: Mapping[str, Any]) -> str:
             f'groups may be noise.{_e(who)} {_e(str(dp.get("intervals") or ""))}.</div>')
 
 
-def _dp_label(dp: Mapping[str, Any], kind: Any) -> str:
-    covered = ("its confidence limits include the noise" if kind == "km" else
-               "its intervals and tests do not include the noise")
+def _dp_label(dp: Mapping[str, Any], kind: Any, res: Mapping[str, Any] | None = None) -> str:
+    if res and res.get("dp_uncertainty"):
+        covered = ("its intervals, standard errors and p-values include the noise"
+                   + ("; the limits of the median and quartiles are withheld" if kind == "km" else ""))
+    elif kind == "describe":
+        covered = "its counts are noisy"
+    else:
+        covered = "its intervals and tests would ignore the noise, so they are withheld"
     return _p(f"Differentially private estimate ({dp_parameters_text(dp)}): computed from noisy, "
               f"post-processed counts; {covered}.", "dp-label")
 
@@ -1032,7 +1037,7 @@ def render_report(
         if a.get("groups"):
             what.append("groups " + str(a["groups"]))
         sub = (" \u00b7 ".join(what) + " \u00b7 " if what else "") + f"data: {fname}.csv"
-        label = _dp_label(dp, kind) if dp else ""
+        label = _dp_label(dp, kind, res) if dp else ""
         body.append(f'<section id="a-{_e(slug(name))}"><h2><span class="kind">{_e(_KIND_NAMES.get(kind, kind))}</span>'
                     f'{_e(name)}</h2>{_p(sub, "muted")}{label}{section}</section>')
     if ctx.headlines:
