@@ -117,13 +117,15 @@ def km_on_grid(counts: np.ndarray, cause: int = 1) -> tuple[np.ndarray, np.ndarr
 
     S(b) = prod_{j <= b} (1 - d_j / n_j), Var(-log S(b)) = sum_{j <= b} d_j / (n_j (n_j - d_j))
     (Kaplan & Meier 1958; Greenwood 1926), n_j = patients in bins >= j; other causes censor.
-    Bins with nobody at risk leave S unchanged.
+    Bins with nobody at risk leave S unchanged. Raw noisy counts (coordinator.dp_uncertainty)
+    may be negative: there a bin counts as at risk only from n_j >= 1 and its hazard d_j / n_j
+    is kept in [-1, 1], which changes nothing for non-negative counts.
     """
     c = np.asarray(counts, dtype=float)
     n = np.flip(np.cumsum(np.flip(c.sum(axis=-1), -1), axis=-1), -1)
     d = c[..., cause]
     with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(n > 0, 1.0 - d / np.where(n > 0, n, 1.0), 1.0)
+        factor = np.where(n >= 1, 1.0 - np.clip(d / np.where(n >= 1, n, 1.0), -1.0, 1.0), 1.0)
         green = np.where(d > 0, d / (n * (n - d)), 0.0)
     return np.cumprod(factor, axis=-1), np.cumsum(green, axis=-1)
 

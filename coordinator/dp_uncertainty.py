@@ -56,6 +56,8 @@ from coordinator.cif import aalen_johansen, confidence_limits
 from coordinator.dp_postprocess import km_on_grid, mechanism_noise, postprocess
 from coordinator.km import z_value
 
+ONE_SD_LOW = 0.15865525393145707  # Phi(-1)
+
 NOTE_BOOTSTRAP = ("includes the DP noise: estimate from the unclipped noisy counts (unbiased to first order); "
                   "variance = the exact estimator's sampling variance on the post-processed counts plus the noise "
                   "variance from a parametric bootstrap of {b} noise draws")
@@ -79,9 +81,28 @@ def noise_replicates(released: np.ndarray, sigma: float, n_boot: int, rng: np.ra
 
 
 def noise_variance(replicates: np.ndarray) -> np.ndarray:
-    """The replicates' variance (axis 0), the noise's share of an estimate's variance."""
-    with np.errstate(invalid="ignore"):
-        return np.nanvar(np.asarray(replicates, dtype=float), axis=0, ddof=1)
+    """The noise's share of an estimate's variance from its replicates (axis 0), robustly.
+
+    The square of half the range between the replicates' 15.87% and 84.13% quantiles (mean
+    -+ 1 SD for normal replicates, so the variance there), which a few replicates in which a
+    noisy number at risk nears 0 (where 1 / n is unstable) cannot blow up.
+    """
+    r = np.asarray(replicates, dtype=float)
+    lo, hi = np.nanquantile(r, [ONE_SD_LOW, 1 - ONE_SD_LOW], axis=0)
+    return ((hi - lo) / 2) ** 2
+
+
+def noise_covariance(replicates: np.ndarray) -> np.ndarray:
+    """(G, G) covariance of (B, G) score replicates: robust scales (noise_variance) and the
+    correlation of the replicates winsorised at their 2.5% and 97.5% quantiles."""
+    r = np.asarray(replicates, dtype=float)
+    lo, hi = np.quantile(r, [0.025, 0.975], axis=0)  # winsorising keeps the correlation robust too
+    scale = np.sqrt(noise_variance(r))
+    if r.shape[1] == 1:
+        return np.outer(scale, scale)
+    corr = np.nan_to_num(np.atleast_2d(np.corrcoef(np.clip(r, lo, hi), rowvar=False)))
+    np.fill_diagonal(corr, 1.0)
+    return corr * np.outer(scale, scale)
 
 
 # --------------------------------------------------------------------------- cumulative incidence
@@ -90,16 +111,18 @@ def cif_on_grid(counts: np.ndarray) -> np.ndarray:
     """Aalen-Johansen F_k at every bin of (..., bins, 1 + K) non-negative counts: (..., bins, K).
 
     S_j = S_{j-1} (1 - d_j / n_j), F_kj = F_k,j-1 + S_{j-1} d_kj / n_j (Aalen & Johansen 1978),
-    n_j the patients in bins >= j; bins with nobody at risk change nothing.
+    n_j the patients in bins >= j; bins with nobody at risk (n_j < 1) change nothing.
     """
     c = np.asarray(counts, dtype=float)
     n = np.flip(np.cumsum(np.flip(c.sum(axis=-1), -1), axis=-1), -1)
     d = c[..., 1:]
-    live = n > 0
+    live = n >= 1
     safe = np.where(live, n, 1.0)
-    s = np.cumprod(np.where(live, 1.0 - d.sum(axis=-1) / safe, 1.0), axis=-1)
+    # raw noisy counts may be negative: hazards kept in [-1, 1] (no change for counts >= 0)
+    hazard = np.clip(d / safe[..., None], -1.0, 1.0) * live[..., None]
+    s = np.cumprod(1.0 - np.clip(hazard.sum(axis=-1), -1.0, 1.0), axis=-1)
     s_prev = np.concatenate([np.ones_like(s[..., :1]), s[..., :-1]], axis=-1)
-    return np.cumsum(np.where(live, s_prev / safe, 0.0)[..., None] * d, axis=-2)
+    return np.cumsum(s_prev[..., None] * hazard, axis=-2)
 
 
 def cif_sampling_variance(time: np.ndarray, counts: np.ndarray, variance: str = "ij") -> np.ndarray:
@@ -187,12 +210,12 @@ def logrank_scores(events: np.ndarray, at_risk: np.ndarray, rho: float = 0.0) ->
     Fleming 1982), for many releases at once.
     """
     d = np.asarray(events, dtype=float)
-    r = np.asarray(at_risk, dtype=float)
+    r = np.maximum(np.asarray(at_risk, dtype=float), 0.0)  # raw noisy numbers at risk may dip below 0
     dead, n = d.sum(axis=-2), r.sum(axis=-2)              # (..., S, m)
-    live = n > 0
+    live = n >= 1
     safe = np.where(live, n, 1.0)
     if rho != 0:
-        km = np.cumprod(np.where(live, (safe - dead) / safe, 1.0), axis=-1)
+        km = np.cumprod(np.where(live, 1.0 - np.clip(dead / safe, -1.0, 1.0), 1.0), axis=-1)
         weight = np.concatenate([np.ones_like(km[..., :1]), km[..., :-1]], axis=-1) ** rho
     else:
         weight = np.ones_like(dead)
@@ -211,11 +234,11 @@ def gray_scores(counts: np.ndarray, cause: int, rho: float = 0.0) -> np.ndarray:
     n = np.flip(np.cumsum(np.flip(c.sum(axis=-1), -1), axis=-1), -1)  # (..., S, G, m)
     d_all = c[..., 1:].sum(axis=-1)
     d1 = c[..., cause]
-    live = n > 0
+    live = n >= 1  # raw noisy counts: hazards kept in [-1, 1], no change for counts >= 0
     safe = np.where(live, n, 1.0)
-    km = np.cumprod(np.where(live, (safe - d_all) / safe, 1.0), axis=-1)
+    km = np.cumprod(np.where(live, 1.0 - np.clip(d_all / safe, -1.0, 1.0), 1.0), axis=-1)
     km_prev = np.concatenate([np.ones_like(km[..., :1]), km[..., :-1]], axis=-1)
-    inc = np.cumsum(np.where(live, km_prev * d1 / safe, 0.0), axis=-1)
+    inc = np.cumsum(np.where(live, km_prev * np.clip(d1 / safe, -1.0, 1.0), 0.0), axis=-1)
     inc_prev = np.concatenate([np.zeros_like(inc[..., :1]), inc[..., :-1]], axis=-1)
     safe_km = np.where(live & (km_prev > 0), km_prev, 1.0)
     h_sum = np.where(live, n / safe_km, 0.0).sum(axis=-2)              # (..., S, m)
@@ -248,7 +271,7 @@ def noise_aware_wald(score: np.ndarray, var: np.ndarray, replicates: np.ndarray,
     idx = np.asarray(groups, dtype=np.int64)
     diff = np.asarray(score, dtype=float)[idx]
     boot = np.asarray(replicates, dtype=float)[:, idx]
-    total = np.asarray(var, dtype=float)[np.ix_(idx, idx)] + np.atleast_2d(np.cov(boot, rowvar=False))
+    total = np.asarray(var, dtype=float)[np.ix_(idx, idx)] + noise_covariance(boot)
     try:
         solved = np.linalg.solve(total, diff)
     except np.linalg.LinAlgError:

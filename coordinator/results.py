@@ -500,7 +500,12 @@ def _dp_cif(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, 
 def _dp_logrank(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
                 rng: np.random.Generator, mechanism: str = "gaussian") -> None:
     """The log-rank test with the noise in its variance (dp_uncertainty.noise_aware_wald)."""
-    from coordinator.dp_uncertainty import NOTE_TEST, logrank_scores, noise_aware_wald
+    from coordinator.dp_uncertainty import (
+        NOTE_TEST,
+        logrank_scores,
+        noise_aware_wald,
+        noise_covariance,
+    )
 
     if res.get("df", 0) < 1:
         return
@@ -518,7 +523,7 @@ def _dp_logrank(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Pl
     tested = np.flatnonzero(exact.expected > 0)[1:]
     test = noise_aware_wald(score, exact.var, scores, tested)
     res.update(chisq_postprocessed=res["chisq"], chisq=jsonable(test.stat), p=jsonable(test.p),
-               var=jsonable(exact.var + np.cov(scores, rowvar=False)), dp_uncertainty=NOTE_TEST.format(b=boot.shape[0]))
+               var=jsonable(exact.var + noise_covariance(scores)), dp_uncertainty=NOTE_TEST.format(b=boot.shape[0]))
 
 
 def _dp_gray(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
