@@ -928,8 +928,7 @@ def _dp_banner(dp: Mapping[str, Any]) -> str:
 
 def _dp_label(dp: Mapping[str, Any], kind: Any, res: Mapping[str, Any] | None = None) -> str:
     if res and res.get("dp_uncertainty"):
-        covered = ("its intervals, standard errors and p-values include the noise"
-                   + ("; the limits of the median and quartiles are withheld" if kind == "km" else ""))
+        covered = "its intervals, standard errors and p-values include the noise"
     elif kind == "describe":
         covered = "its counts are noisy"
     else:
