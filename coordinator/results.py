@@ -258,8 +258,8 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
     include the noise: Kaplan-Meier by coordinator.dp_postprocess.km_dp_intervals, incidence,
     RMST, log-rank and Gray's test by the parametric bootstrap of coordinator.dp_uncertainty,
     proportions analytically (coordinator.dp_uncertainty.proportion_dp_ci); each analysis says
-    how in its ``dp_uncertainty`` field. What cannot include the noise yet (the limits of
-    medians and quartiles) is withheld (null) and listed. All of it reads only the released
+    how in its ``dp_uncertainty`` field. Without a bootstrap (privacy.bootstrap < 2) what would
+    ignore the noise is withheld (null) and listed. All of it reads only the released
     sum: post-processing costs no privacy (Dwork & Roth 2014, Proposition 2.1).
     """
     from coordinator.dp_postprocess import clip_histogram, postprocess
@@ -327,7 +327,7 @@ def _intervals_text(n_boot: int) -> str:
             f"(infinitesimal jackknife, Miller) plus the noise variance from a parametric bootstrap of {n_boot} "
             f"noise draws. Log-rank and Gray's tests: Wald tests of the unclipped counts' score whose variance adds "
             f"the score's bootstrap covariance to the exact one. Proportions: the noise variance added by the delta "
-            f"method. The limits of medians and quartiles are withheld (null)")
+            f"method. Medians and quartiles are read off the noise-aware Kaplan-Meier curve and its limits")
 
 
 NOISE_BLIND = {
@@ -360,7 +360,7 @@ def _withhold_noise_blind_uncertainty(analyses: dict[str, Any]) -> list[str]:
     An analysis whose uncertainty includes the noise carries a ``dp_uncertainty`` field and
     keeps its numbers; without one (no bootstrap asked for), a log-rank p-value on noisy
     counts, say, would read noise as signal (p < 0.001 where the exact p is 0.5 was seen),
-    so it is not given. The limits of KM medians and quartiles are always withheld.
+    so it is not given.
     """
     withheld = []
     for name, res in analyses.items():
@@ -368,15 +368,15 @@ def _withhold_noise_blind_uncertainty(analyses: dict[str, Any]) -> list[str]:
         if "undefined" in res:
             continue
         if kind == "km":
-            what = ["confidence limits of the median and quartiles"]
+            if "dp_uncertainty" in res:
+                continue
             for st in res.get("strata", {}).values():
                 for part in ("median", "quantiles"):
                     if part in st:
                         _null_fields(st[part], ("lower", "upper"))
-                if "rmst" in st and "dp_uncertainty" not in st["rmst"]:
+                if "rmst" in st:
                     _null_fields(st["rmst"], ("std_err",))
-                    what = ["confidence limits of the median and quartiles, standard error of RMST"]
-            withheld.append(f"{name}: {what[0]}")
+            withheld.append(f"{name}: confidence limits of the median and quartiles, standard error of RMST")
         elif kind in NOISE_BLIND and "dp_uncertainty" not in res:
             top, inner = NOISE_BLIND[kind]
             _null_fields(res, top + inner)
@@ -440,6 +440,7 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
                 old = block[col]
                 new = jsonable(np.asarray(values, dtype=float)[idx])
                 block[col] = [None if o is None else v for o, v in zip(old, new)]
+        _dp_km_quantiles(st, plan, dp, level, ctype)
         if "rmst" in st:
             pp = postprocess(counts, spec.postprocess)[0]
             boot = noise_replicates(counts, s, spec.bootstrap, rng, mechanism=mechanism)
@@ -450,8 +451,36 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
             st["rmst"].update(estimate=jsonable([r.estimate for r in out]), std_err=jsonable([r.std_err for r in out]),
                               std_err_noise=jsonable([r.std_err_noise for r in out]),
                               dp_uncertainty=NOTE_BOOTSTRAP.format(b=spec.bootstrap))
-    res["dp_uncertainty"] = ("Kaplan-Meier: " + NOTE_BOOTSTRAP.format(b=spec.bootstrap)
-                             + "; limits of the median and quartiles withheld")
+    res["dp_uncertainty"] = ("Kaplan-Meier: Greenwood variance plus the noise variance from a parametric bootstrap "
+                             f"of {spec.bootstrap} noise draws, centred on the bootstrap bias-corrected estimate; "
+                             "median and quartiles with their limits read off that curve and its limits "
+                             "(Brookmeyer & Crowley 1982); RMST: " + NOTE_BOOTSTRAP.format(b=spec.bootstrap))
+
+
+def _dp_km_quantiles(st: dict[str, Any], plan: Plan, dp: Any, level: float, ctype: str) -> None:
+    """Median and quartiles, with limits, of the noise-aware KM curve (coordinator.km's rules).
+
+    The curve's reported rows with the bias-corrected estimate and the total standard error
+    (Greenwood plus noise) of coordinator.dp_postprocess.km_dp_intervals: a quantile's limits are
+    where the pointwise limits cross 1 - p (Brookmeyer & Crowley 1982), so they include the noise
+    as those limits do.
+    """
+    block = st.get("table")
+    if not block or not block["time"]:
+        return
+    idx = _bin_index(plan, block["time"], dp.estimate.size)
+    centre, se = dp.estimate[idx], dp.std_err[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se_log = np.where(centre > 0, se / centre, np.nan)
+    table = SurvivalTable(time=np.asarray(block["time"], dtype=float),
+                          n_risk=np.asarray(block["n_risk"], dtype=np.int64),
+                          n_event=np.asarray(block["n_event"], dtype=np.int64),
+                          n_censor=np.asarray(block["n_censor"], dtype=np.int64),
+                          estimate=centre, std_err=se, std_err_log=se_log, lower=dp.lower[idx], upper=dp.upper[idx])
+    m = km_median(table, conf_level=level, conf_type=ctype)
+    st["median"] = jsonable({"estimate": m.estimate, "lower": m.lower, "upper": m.upper})
+    q = km_quantiles(table, probs=(0.25, 0.5, 0.75), conf_level=level, conf_type=ctype)
+    st["quantiles"] = jsonable({"probs": q.probs, "estimate": q.estimate, "lower": q.lower, "upper": q.upper})
 
 
 def _block_replicates(noisy: Tallies, plan: Plan, a: Analysis, sigma: float, rng: np.random.Generator,

@@ -334,7 +334,7 @@ method = "wilson"
 
 def test_uncertainty_under_dp_includes_the_noise_and_says_how(lung_sites):
     """Every interval, standard error and p-value under DP includes the noise and is labelled so;
-    only the limits of medians and quartiles, which would ignore it, are null."""
+    nothing is withheld."""
     results, _ = run_in_process(parse_plan(BASE + MORE + PRIVACY), lung_sites)
     an = results["analyses"]
     lr = an["os_by_sex"]
@@ -350,9 +350,9 @@ def test_uncertainty_under_dp_includes_the_noise_and_says_how(lung_sites):
     prop = an["female"]
     assert prop["lower"] < prop["estimate"] < prop["upper"] and "delta method" in prop["dp_uncertainty"]
     med = an["os"]["strata"]["all"]["median"]
-    assert med["lower"] is None and med["upper"] is None
-    assert results["privacy"]["withheld"] == ["os: confidence limits of the median and quartiles"]
-    assert "Wald tests" in results["privacy"]["intervals"]
+    assert med["lower"] <= med["estimate"] <= med["upper"]
+    assert results["privacy"]["withheld"] == []
+    assert "Wald tests" in results["privacy"]["intervals"] and "Brookmeyer" in an["os"]["dp_uncertainty"]
 
 
 def test_with_little_noise_the_dp_uncertainty_approaches_the_exact(lung_sites):
@@ -382,3 +382,6 @@ def test_with_little_noise_the_dp_uncertainty_approaches_the_exact(lung_sites):
         assert 0.95 * e_g["std_err"] <= a_g["std_err"] <= 1.25 * e_g["std_err"]
     for col in ("lower", "upper"):
         assert an["female"][col] == pytest.approx(ex["female"][col], abs=0.01)
+    # the median and its limits (Brookmeyer-Crowley on the noise-aware band) within a 30-day bin
+    for col in ("estimate", "lower", "upper"):
+        assert abs(an["os"]["strata"]["all"]["median"][col] - ex["os"]["strata"]["all"]["median"][col]) <= 30
