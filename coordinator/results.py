@@ -371,12 +371,13 @@ def _withhold_noise_blind_uncertainty(analyses: dict[str, Any]) -> list[str]:
             if "dp_uncertainty" in res:
                 continue
             for st in res.get("strata", {}).values():
-                for part in ("median", "quantiles"):
+                for part in ("table", "at_times", "median", "quantiles"):
                     if part in st:
-                        _null_fields(st[part], ("lower", "upper"))
+                        _null_fields(st[part], ("std_err", "lower", "upper"))
                 if "rmst" in st:
                     _null_fields(st["rmst"], ("std_err",))
-            withheld.append(f"{name}: confidence limits of the median and quartiles, standard error of RMST")
+            withheld.append(f"{name}: standard errors and confidence limits of S, the median and quartiles; "
+                            "standard error of RMST")
         elif kind in NOISE_BLIND and "dp_uncertainty" not in res:
             top, inner = NOISE_BLIND[kind]
             _null_fields(res, top + inner)

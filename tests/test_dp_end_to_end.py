@@ -385,3 +385,19 @@ def test_with_little_noise_the_dp_uncertainty_approaches_the_exact(lung_sites):
     # the median and its limits (Brookmeyer-Crowley on the noise-aware band) within a 30-day bin
     for col in ("estimate", "lower", "upper"):
         assert abs(an["os"]["strata"]["all"]["median"][col] - ex["os"]["strata"]["all"]["median"][col]) <= 30
+
+
+def test_without_a_bootstrap_what_would_ignore_the_noise_is_withheld(lung_sites):
+    """privacy.bootstrap = 0: only proportions (analytic) keep limits; every other interval,
+    standard error and p-value would read noise as signal, so it is null and listed."""
+    results, _ = run_in_process(parse_plan(BASE + MORE + PRIVACY.replace("bootstrap = 200", "bootstrap = 0")), lung_sites)
+    an = results["analyses"]
+    at = an["os"]["strata"]["all"]["at_times"]
+    assert at["estimate"][0] is not None and all(v is None for v in at["lower"] + at["upper"] + at["std_err"])
+    assert an["os_by_sex"]["p"] is None and an["os_gray"]["causes"]["death"]["p"] is None
+    assert an["os_rmst"]["sentences"] == [] and an["os_rmst"]["groups"]["1"]["std_err"] is None
+    assert all(v is None for v in an["os_cif"]["strata"]["all"]["causes"]["death"]["at_times"]["upper"])
+    assert an["female"]["lower"] is not None and "delta method" in an["female"]["dp_uncertainty"]
+    assert {w.split(":")[0] for w in results["privacy"]["withheld"]} == {"os", "os_by_sex", "os_gray", "os_rmst", "os_cif"}
+    assert "privacy.bootstrap < 2" in results["privacy"]["intervals"]
+    assert "[os_by_sex] log-rank" in summarize(results) and 'class="dp-label"' in render_report(results)[0]
