@@ -1,7 +1,7 @@
 """Uncertainty that includes the privacy noise, for every DP estimate other than Kaplan-Meier's.
 
-The coordinator knows the law of the noise on every released cell (independent N_Z(0, sigma^2),
-sigma the total of the sites' shares) and the post-processing it applied, so it can simulate
+The coordinator knows the law of the noise on every released cell (independent N_Z(0, sigma^2)
+or Skellam of variance sigma^2, sigma the total of the sites' shares) and the post-processing it applied, so it can simulate
 the mechanism around the release. Everything here reads only the released sum and public plan
 parameters: post-processing, no privacy cost (Dwork & Roth 2014, Proposition 2.1).
 
@@ -11,17 +11,23 @@ Gray scores), and the noise has mean 0, so theta(y) of the raw release y = x + Z
 for theta(x) to first order (delta method), where clipping at 0 is not: each empty cell gains
 E max(0, Z) = 0.4 sigma, and a histogram with many empty cells (no censoring in the first
 years, say) shifts the numbers at risk by tens of patients (the incidence of recurrence in
-colon_cr at 2 years drops from 0.30 to 0.21 at sigma 4.5 on 30-day bins). The post-processed
-counts still give the tables' numbers at risk and events and the exact estimator's sampling
-variance, which needs non-negative counts.
+colon_cr at 2 years drops by 0.03 on 90-day and 0.09 on 30-day bins at sigma 4.5, on average
+over releases; benchmarks/NOTES.md). The post-processed counts still give the tables' numbers
+at risk and events and the exact estimator's sampling variance, which needs non-negative
+counts. Where raw counts are negative the estimators count a bin as at risk only from n >= 1
+and keep each hazard in [-1, 1] (no change for non-negative counts). The price of the raw
+centre: with dense censoring and few patients per bin it is noisier than the clipped estimate
+(the limits stay valid, only wider).
 
 Noise variance: parametric bootstrap (``noise_replicates``). B replicates y + Z_b, Z_b fresh
-N_Z(0, sigma^2) draws on every cell of the histogram block (sigma the total noise, known to
-the coordinator), give B replicates theta(y + Z_b) whose variance estimates the variance the
-noise adds around the release (Efron & Tibshirani 1993, chapter 6; for DP releases Ferrando,
-Wang & Sheldon 2022, AISTATS, "Parametric bootstrap for differentially private confidence
-intervals"). Noise and sampling are independent, so the total variance is the exact
-estimator's sampling variance plus the noise variance (``noise_moments``):
+draws of the mechanism's law on every cell of the histogram block (sigma the total noise,
+known to the coordinator), give B replicates theta(y + Z_b) whose spread estimates the
+variance the noise adds around the release (Efron & Tibshirani 1993, chapter 6; for DP
+releases Ferrando, Wang & Sheldon 2022, AISTATS, "Parametric bootstrap for differentially
+private confidence intervals"); the spread is read robustly from the -+1 SD quantiles
+(``noise_variance``), since in a few replicates a number at risk near 0 makes 1 / n explode.
+Noise and sampling are independent, so the total variance is the exact estimator's sampling
+variance plus the noise variance:
 
 - cumulative incidence (``cif_dp``): the infinitesimal-jackknife variance survfit gives
   (coordinator.cif) plus the replicates' variance of the Aalen-Johansen F_k on the grid;
@@ -32,7 +38,7 @@ estimator's sampling variance plus the noise variance (``noise_moments``):
 - log-rank and Gray's test (``noise_aware_wald``): the score U (O - E for the log-rank,
   Gray's z) of the raw release is U_exact + (noise effect) with mean U_exact to first order;
   under the null it is taken as N(0, V + C), V the exact test's variance on the post-processed
-  counts and C the replicates' covariance of U. The statistic U' (V + C)^-1 U is referred to
+  counts and C the replicates' covariance of U (``noise_covariance``). The statistic U' (V + C)^-1 U is referred to
   chi-square with the exact test's df: a Wald test with the noise in its variance (the
   simulations in tests/test_dp_uncertainty.py check its p-values under the null). Without it
   a p-value reads noise as signal.
