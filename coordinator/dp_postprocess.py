@@ -173,7 +173,7 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
     """KM and limits including the noise, for one stratum's noisy (bins, 1 + K) histogram.
 
     Var(S) = S^2 Var_Greenwood(-log S) + Var_boot(S*), the second from ``n_boot`` replicates
-    S* of the post-processed (released + fresh N_Z(0, sigma_total^2) noise) histogram.
+    S* of the post-processed (released + fresh noise of the mechanism's law, mechanism_noise) histogram.
     Clipping pushes small event counts up and so S down; with ``bias_correct`` the estimate
     and the centre of the limits are S - (mean S* - S), clipped to [0, 1] (bootstrap bias
     correction, Efron & Tibshirani 1993, section 10.6), which brings the limits' coverage of
