@@ -28,9 +28,13 @@ CASES = {
 
 
 @lru_cache(maxsize=None)
+def _expected_text(case: str) -> str:
+    return (EXPECTED / f"{case}.json").read_text()
+
+
 def expected(case: str) -> dict:
-    with open(EXPECTED / f"{case}.json") as f:
-        return json.load(f)
+    """R's results, a fresh copy per call: a test that edits it cannot change another's reference."""
+    return json.loads(_expected_text(case))
 
 
 @lru_cache(maxsize=None)
