@@ -39,6 +39,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import chi2, norm
 
@@ -104,12 +105,16 @@ def _shape(name: str, n_bins: int, p: int) -> tuple[int, ...]:
 
 
 def _bin_sum(bins: np.ndarray, values: np.ndarray, n_bins: int) -> np.ndarray:
-    """Sum of values (rows, ...) per bin, one bincount per trailing component."""
+    """Sum of values (rows, ...) per bin: one sparse product, the rows summed in order."""
     flat = values.reshape(len(values), int(np.prod(values.shape[1:])))
-    out = np.empty((n_bins, flat.shape[1]))
-    for j in range(flat.shape[1]):
-        out[:, j] = np.bincount(bins, weights=flat[:, j], minlength=n_bins)
-    return out.reshape((n_bins,) + values.shape[1:])
+    return (_by_bin(bins, n_bins) @ flat).reshape((n_bins,) + values.shape[1:])
+
+
+def _by_bin(bins: np.ndarray, n_bins: int, weights: np.ndarray | None = None) -> sparse.csr_matrix:
+    """(n_bins, rows) matrix summing rows into their bins, optionally weighted."""
+    n = len(bins)
+    w = np.ones(n) if weights is None else weights
+    return sparse.csr_matrix((w, (bins, np.arange(n))), shape=(n_bins, n))
 
 
 def cox_bin_sums(time_bin, event, X, beta, n_bins: int) -> CoxBinSums:
@@ -117,37 +122,35 @@ def cox_bin_sums(time_bin, event, X, beta, n_bins: int) -> CoxBinSums:
 
     time_bin: (n,) int bin index of each row's time on the plan's grid; event: (n,) bool,
     the event of interest (other outcomes are censored); X: (n, p) centred covariates.
+    Every weighted sum is one sparse product of per-(field, bin) row weights (r over exits;
+    1, r, r^2 over events; r^2 over censored rows) with 1, x and x x': each term is the same
+    product w_i v_i as summing the weighted rows bin by bin, in the same order.
     """
     b = np.asarray(time_bin, dtype=np.int64)
     ev = np.asarray(event, dtype=bool)
     X = np.asarray(X, dtype=float)
     x = X.reshape(len(b), X.shape[-1] if X.ndim == 2 else -1)
+    n, p = x.shape
     beta = np.asarray(beta, dtype=float)
     if b.size and (b.min() < 0 or b.max() >= n_bins):
         raise ValueError("time bins must lie in 0 .. n_bins - 1")
     r = np.exp(x @ beta)
-    rx = r[:, None] * x
-    xx = x[:, :, None] * x[:, None, :]
-    rxx = r[:, None, None] * xx
     r2 = r * r
-    eb, cb = b[ev], b[~ev]
+    e = ev.astype(float)
+    c = 1.0 - e
+    groups = (r, e, e * r, e * r2, c * r2)   # exit r; event 1, r, r^2; censored r^2
+    W = sparse.vstack([_by_bin(b, n_bins, w) for w in groups]).tocsr()
+    k = len(groups)
+    scal = (W @ np.ones(n)).reshape(k, n_bins)
+    vec = (W @ x).reshape(k, n_bins, p)
+    mat = (W @ (x[:, :, None] * x[:, None, :]).reshape(n, p * p)).reshape(k, n_bins, p, p)
     return CoxBinSums(
         n_exit=np.bincount(b, minlength=n_bins).astype(float),
-        exit_r=np.bincount(b, weights=r, minlength=n_bins),
-        exit_rx=_bin_sum(b, rx, n_bins),
-        exit_rxx=_bin_sum(b, rxx, n_bins),
-        n_event=np.bincount(eb, minlength=n_bins).astype(float),
-        event_x=_bin_sum(eb, x[ev], n_bins),
-        event_xx=_bin_sum(eb, xx[ev], n_bins),
-        event_r=np.bincount(eb, weights=r[ev], minlength=n_bins),
-        event_rx=_bin_sum(eb, rx[ev], n_bins),
-        event_rxx=_bin_sum(eb, rxx[ev], n_bins),
-        event_r2=np.bincount(eb, weights=r2[ev], minlength=n_bins),
-        event_r2x=_bin_sum(eb, (r2[:, None] * x)[ev], n_bins),
-        event_r2xx=_bin_sum(eb, (r2[:, None, None] * xx)[ev], n_bins),
-        cens_r2=np.bincount(cb, weights=r2[~ev], minlength=n_bins),
-        cens_r2x=_bin_sum(cb, (r2[:, None] * x)[~ev], n_bins),
-        cens_r2xx=_bin_sum(cb, (r2[:, None, None] * xx)[~ev], n_bins),
+        exit_r=scal[0], exit_rx=vec[0], exit_rxx=mat[0],
+        n_event=scal[1], event_x=vec[1], event_xx=mat[1],
+        event_r=scal[2], event_rx=vec[2], event_rxx=mat[2],
+        event_r2=scal[3], event_r2x=vec[3], event_r2xx=mat[3],
+        cens_r2=scal[4], cens_r2x=vec[4], cens_r2xx=mat[4],
     )
 
 
