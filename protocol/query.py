@@ -24,6 +24,7 @@ import json
 import math
 import re
 import struct
+from functools import cached_property
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -164,8 +165,9 @@ class Reply:
         if self.status not in STATUSES:
             raise MessageError(f"reply status must be one of {', '.join(STATUSES)}")
 
-    @property
+    @cached_property
     def payload_sha256(self) -> str:
+        # Hashed once per reply: the header (signing, verifying, encoding) asks for it each time.
         return hashlib.sha256(self.payload).hexdigest()
 
     def header(self) -> bytes:

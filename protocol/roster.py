@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable
 
 from protocol.keys import KEY_BYTES, KeyMaterialError, PartyKeys, PartyPublic, b64, generate_party, unb64
@@ -52,14 +53,16 @@ class Roster:
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.sites)
 
+    @cached_property
+    def _by_name(self) -> dict[str, PartyPublic]:
+        # A roster of 100 sites is asked about every participant of every reply: index it once.
+        return {s.name: s for s in self.sites}
+
     def site(self, name: str) -> PartyPublic:
-        for s in self.sites:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return self._by_name[name]
 
     def __contains__(self, name: object) -> bool:
-        return any(s.name == name for s in self.sites)
+        return name in self._by_name
 
     def to_toml(self) -> str:
         lines = ["# fedsurv roster: the consortium's members and public keys",
