@@ -1,4 +1,5 @@
-"""Uncertainty that includes the privacy noise, for every DP estimate other than Kaplan-Meier's.
+"""Uncertainty that includes the privacy noise, for every DP estimate other than Kaplan-Meier's
+(coordinator.dp_postprocess.km_dp_intervals, which uses the same unclipped centre where needed).
 
 The coordinator knows the law of the noise on every released cell (independent N_Z(0, sigma^2)
 or Skellam of variance sigma^2, sigma the total of the sites' shares) and the post-processing it applied, so it can simulate
@@ -60,6 +61,7 @@ from scipy.stats import beta, chi2
 
 from coordinator.cif import aalen_johansen, confidence_limits
 from coordinator.dp_postprocess import km_on_grid, mechanism_noise, postprocess
+from coordinator.gray import full_rank, stratum_score
 from coordinator.km import z_value
 
 ONE_SD_LOW = 0.15865525393145707  # Phi(-1)
@@ -234,7 +236,7 @@ def gray_scores(counts: np.ndarray, cause: int, rho: float = 0.0) -> np.ndarray:
 
     z_g = sum_t W (d1_g - d1 R_g / sum_r R_r), R_g = n_g (1 - F_g(t-)) / S_g(t-), W = (1 - F(t-))^rho,
     F the pooled incidence F(t) = F(t-) + d1 / sum_g n_g / S_g(t-) (Gray 1988, eq. 2.3; the score of
-    coordinator.gray._stratum_score, here over every bin at once: bins without an event add 0).
+    coordinator.gray.stratum_score, here over every bin at once: bins without an event add 0).
     """
     c = np.asarray(counts, dtype=float)
     n = np.flip(np.cumsum(np.flip(c.sum(axis=-1), -1), axis=-1), -1)  # (..., S, G, m)
@@ -333,12 +335,10 @@ def gray_score_var(counts: np.ndarray, cause: int, rho: float = 0.0) -> tuple[np
     """Gray's score z (G,), variance V (G, G), the groups tested and whether cmprsk would test.
 
     ``counts`` (S, G, m, 1 + K). As coordinator.gray.gray_test: strata's scores and variances
-    (coordinator.gray._stratum_score on each stratum's event times) are summed, groups with no
+    (coordinator.gray.stratum_score on each stratum's event times) are summed, groups with no
     patient are left out and so is the last remaining one; the test exists only where that V
     has full rank by R's QR rule.
     """
-    from coordinator.gray import _full_rank, _stratum_score
-
     c = np.asarray(counts, dtype=float)
     n_groups = c.shape[1]
     present = np.flatnonzero(c.sum(axis=(0, 2, 3)) > 0)
@@ -352,8 +352,8 @@ def gray_score_var(counts: np.ndarray, cause: int, rho: float = 0.0) -> tuple[np
             continue
         d1 = c[s][present][:, rows, cause].T
         d2 = events[s][present][:, rows].T - d1
-        zs, vs = _stratum_score(d1, d2, at_risk[s][present][:, rows].T, rho)
+        zs, vs = stratum_score(d1, d2, at_risk[s][present][:, rows].T, rho)
         z[present] += zs
         v[np.ix_(present, present)] += vs
     tested = present[:-1]
-    return z, v, tested, bool(tested.size) and _full_rank(v[np.ix_(tested, tested)])
+    return z, v, tested, bool(tested.size) and full_rank(v[np.ix_(tested, tested)])

@@ -32,7 +32,7 @@ class GrayTest:
     df: int
 
 
-def _stratum_score(d1: np.ndarray, d2: np.ndarray, at_risk: np.ndarray,
+def stratum_score(d1: np.ndarray, d2: np.ndarray, at_risk: np.ndarray,
                    rho: float) -> tuple[np.ndarray, np.ndarray]:
     """Gray's score for every group and its (G, G) variance matrix, in one stratum.
 
@@ -101,7 +101,7 @@ def _stratum_score(d1: np.ndarray, d2: np.ndarray, at_risk: np.ndarray,
     return score, var
 
 
-def _full_rank(matrix: np.ndarray) -> bool:
+def full_rank(matrix: np.ndarray) -> bool:
     """Whether R's qr() finds full rank: no column's residual norm, after projecting out the
     columns before it, falls below QR_TOLERANCE times its own norm (dqrdc2's rule)."""
     kept: list[np.ndarray] = []
@@ -122,7 +122,7 @@ def gray_test(time, counts, rho: float = 0.0) -> tuple[GrayTest, ...]:
 
     ``counts`` is int64 (S, G, m, 1 + K): strata x groups x bins x outcome (0 censored,
     k cause k) on the grid ``time``. For each cause, the score z and variance V of every
-    stratum (_stratum_score) are summed over strata; as cuminc does, groups with no patient
+    stratum (stratum_score) are summed over strata; as cuminc does, groups with no patient
     at all are left out, the last of the remaining G groups is dropped, and
       stat = z' V^-1 z  ~  chi-square with G - 1 degrees of freedom,  p = 1 - F(stat).
     Where V is singular by R's QR rule (for example a cause with no event), cuminc reports
@@ -154,11 +154,11 @@ def gray_test(time, counts, rho: float = 0.0) -> tuple[GrayTest, ...]:
                 continue
             d1 = counts[s][:, rows, cause].T                     # (T, G)
             d2 = events[s][:, rows].T - d1
-            z, v = _stratum_score(d1, d2, at_risk[s][:, rows].T, rho)
+            z, v = stratum_score(d1, d2, at_risk[s][:, rows].T, rho)
             score += z
             var += v
         z, v = score[:-1], var[:-1, :-1]
-        if _full_rank(v):
+        if full_rank(v):
             stat = float(z @ np.linalg.solve(v, z))
             tests.append(GrayTest(cause, stat, float(1.0 - chi2.cdf(stat, df)), df))
         else:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coordinator.gray import _stratum_score, gray_test
+from coordinator.gray import gray_test, stratum_score
 from r_reference import CASES, DATA, expected, histogram
 
 TOL = 1e-8
@@ -46,7 +46,7 @@ def test_single_cause_score_is_log_rank_observed_minus_expected(case):
     events = c[..., 1:].sum(axis=2)
     at_risk = np.cumsum(c.sum(axis=2)[:, ::-1], axis=1)[:, ::-1]
     rows = events.sum(axis=0) > 0
-    score, _ = _stratum_score(c[:, rows, 1].T.astype(float), np.zeros((rows.sum(), c.shape[0])),
+    score, _ = stratum_score(c[:, rows, 1].T.astype(float), np.zeros((rows.sum(), c.shape[0])),
                               at_risk[:, rows].T.astype(float), 0.0)
     ref = expected(case)["logrank"]["rho0"]
     np.testing.assert_allclose(score, np.subtract(ref["observed"], ref["expected"]), rtol=0, atol=1e-10)
@@ -96,7 +96,7 @@ def test_stratified_by_sex_is_the_sum_of_the_strata():
             rows = counts[s, :, :, 1:].sum(axis=(0, 2)) > 0
             d1 = counts[s][:, rows, t.cause].T.astype(float)
             d2 = counts[s][:, rows, 1:].sum(axis=2).T - d1
-            zs, vs = _stratum_score(d1, d2, at_risk[s][:, rows].T, 0.0)
+            zs, vs = stratum_score(d1, d2, at_risk[s][:, rows].T, 0.0)
             z += zs
             v += vs
         assert t.stat == pytest.approx(z[:2] @ np.linalg.solve(v[:2, :2], z[:2]), rel=1e-12)
