@@ -20,12 +20,12 @@ Post-processing of a (bins, 1 + K) histogram, reported with the results:
 Intervals (``km_dp_intervals``): the variance of S(t) is Greenwood's (Greenwood 1926) on
 the post-processed counts plus the variance the noise adds, estimated by a parametric
 bootstrap: B fresh noise draws of the known law N_Z(0, sigma_total^2) are added to the
-post-processed release (the plug-in truth), each replicate post-processed and its KM curve computed; the noise
-variance is the replicates' variance of S(t) (Efron & Tibshirani 1993, ch. 6; the same use
-for DP releases in Ferrando, Wang & Sheldon 2022, "Parametric bootstrap for differentially
-private confidence intervals", AISTATS). Limits follow the plan's conf_type on the total
-standard error (coordinator.km.confidence_limits), centred on the bootstrap bias-corrected
-estimate by default.
+release, and the spread of the replicates' KM curves is the noise variance (Efron &
+Tibshirani 1993, ch. 6; the same use for DP releases in Ferrando, Wang & Sheldon 2022,
+"Parametric bootstrap for differentially private confidence intervals", AISTATS). Limits
+follow the plan's conf_type on the total standard error (coordinator.km.confidence_limits),
+centred per curve on the clipped counts' bootstrap bias-corrected estimate, or on the
+unclipped counts' estimate where that bias correction is in doubt (km_dp_intervals).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import isotonic_regression
 
-from coordinator.km import confidence_limits
+from coordinator.km import confidence_limits, z_value
 from protocol.dp_sampler import discrete_gaussian_pmf
 from protocol.tallies import Tallies
 
@@ -127,14 +127,15 @@ def km_on_grid(counts: np.ndarray, cause: int = 1) -> tuple[np.ndarray, np.ndarr
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(n >= 1, 1.0 - np.clip(d / np.where(n >= 1, n, 1.0), -1.0, 1.0), 1.0)
         green = np.where(d > 0, d / (n * (n - d)), 0.0)
-    return np.cumprod(factor, axis=-1), np.cumsum(green, axis=-1)
+        # Greenwood's sum is meaningless on raw counts (callers take only S from them): no warnings
+        return np.cumprod(factor, axis=-1), np.cumsum(green, axis=-1)
 
 
 @dataclass(frozen=True)
 class DPIntervals:
     """KM at every bin of a noisy histogram, with limits that include the noise."""
 
-    estimate: np.ndarray         # bias-corrected if asked (the centre of the limits), else as post-processed
+    estimate: np.ndarray         # the centre of the limits (``centre`` says which)
     estimate_postprocessed: np.ndarray  # KM of the post-processed counts
     bias: np.ndarray             # bootstrap estimate of the post-processing bias of the latter
     std_err: np.ndarray          # total: sqrt(Greenwood var + noise var)
@@ -142,6 +143,8 @@ class DPIntervals:
     lower: np.ndarray
     upper: np.ndarray
     postprocessing: PostProcessing
+    centre: str = "clipped"      # "clipped" (bias-corrected if asked) or "unclipped"
+    bias_doubt: float = 0.0      # RMS over bins of |bias at the raw plug-in - bias| / std_err (the rule's score)
 
 
 def discrete_gaussian_noise(sigma: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -167,34 +170,89 @@ def mechanism_noise(sigma: float, shape: tuple[int, ...], rng: np.random.Generat
     return discrete_gaussian_noise(sigma, shape, rng)
 
 
+CENTRES = ("auto", "clipped", "unclipped")
+BIAS_DOUBT_LIMIT = 0.5
+
+
 def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.random.Generator, cause: int = 1,
                     method: str = "clip", conf_level: float = 0.95, conf_type: str = "log-log",
-                    bias_correct: bool = True, mechanism: str = "gaussian") -> DPIntervals:
+                    bias_correct: bool = True, mechanism: str = "gaussian", centre: str = "auto") -> DPIntervals:
     """KM and limits including the noise, for one stratum's noisy (bins, 1 + K) histogram.
 
-    Var(S) = S^2 Var_Greenwood(-log S) + Var_boot(S*), the second from ``n_boot`` replicates
-    S* of the post-processed (released + fresh noise of the mechanism's law, mechanism_noise) histogram.
-    Clipping pushes small event counts up and so S down; with ``bias_correct`` the estimate
-    and the centre of the limits are S - (mean S* - S), clipped to [0, 1] (bootstrap bias
-    correction, Efron & Tibshirani 1993, section 10.6), which brings the limits' coverage of
-    the cohort's exact S back to nominal where clipping is frequent.
+    Two centres, each with Var(S) = S_pp^2 Var_Greenwood(-log S_pp) + Var_boot (S_pp the KM of
+    the post-processed counts, whose Greenwood variance needs counts >= 0), from ``n_boot``
+    draws Z_b of the mechanism's law (mechanism_noise):
+
+    - ``clipped``: S_pp, minus with ``bias_correct`` the bootstrap bias mean S(pp(x_pp + Z_b)) - S_pp
+      (Efron & Tibshirani 1993, section 10.6), kept in [0, 1]; Var_boot over those replicates.
+      Most accurate with few patients per bin, but the plug-in x_pp has fewer empty cells than
+      the cohort, so the correction removes only part of the bias where many cells are empty.
+    - ``unclipped``: the KM of the raw release y (coordinator.dp_uncertainty's centre: unbiased to
+      first order, hazards kept in [-1, 1]), kept in [0, 1]; Var_boot the variance of the
+      replicates S(y + Z_b), each kept in [0, 1] like the estimate.
+    - ``auto`` (default): the clipped centre unless its bias correction is in doubt. The bias of
+      clipping estimated at the raw plug-in y, mean S(pp(y + Z_b)) - S(y), overstates it (y + Z_b
+      carries twice the noise), the one at x_pp understates it; the truth lies between. Where
+      the two differ by more than BIAS_DOUBT_LIMIT = 0.5 of the clipped curve's standard error
+      (root mean square over its bins), the residual bias can be of the order of the standard
+      error and the unclipped centre is used for the whole curve. Reads only the release,
+      sigma and the plan, so it costs no privacy.
+
+    Measured (benchmarks/bench_dp_utility.py --coverage, 400 releases at sigma 4.53; 95% log
+    limits around the cohort's exact pooled S at five report times; clipped -> auto): colon_cr
+    30-day bins coverage 0.79-0.86 -> 0.96-0.97, RMSE 0.021-0.034 -> 0.021-0.032; 90-day bins
+    0.98-0.99 both, RMSE 0.012-0.017 -> 0.013-0.018 (unclipped in 42% of releases); lung 7-day
+    bins 0.00-0.33 -> 0.85-0.96, RMSE 0.05-0.30 -> 0.14-0.22; simulated N = 200 monthly
+    0.80-0.88 -> 0.93-0.95, at the price of RMSE 0.05-0.10 -> 0.06-0.20; N = 1,000 unchanged.
+    Lung's late times stay short of nominal: at 730 days the noisy number at risk has an SD of
+    about 41 against some 10 patients, and the unclipped estimate is often 0. Where the centre
+    is 0 (or 1 with a non-zero standard error) and the transformed limits are undefined, the
+    limits are (0, z se) (or (1 - z se, 1)).
     """
     if n_boot < 2:
         raise ValueError("the bootstrap needs at least 2 replicates")
-    counts, pp = postprocess(hist, method)
+    if centre not in CENTRES:
+        raise ValueError(f"centre must be one of {', '.join(CENTRES)}, got {centre!r}")
+    raw = np.asarray(hist, dtype=np.int64)
+    counts, pp = postprocess(raw, method)
     surv, var_log = km_on_grid(counts, cause)
-    # the plug-in truth is the post-processed release; each replicate goes through the mechanism again
-    replicates = counts[None] + mechanism_noise(sigma_total, (n_boot, *counts.shape), rng, mechanism)
-    boot_counts, _ = postprocess(replicates, method)
-    boot_surv, _ = km_on_grid(boot_counts, cause)
+    # the same draws serve both plug-ins: the post-processed release and the raw one
+    noise = mechanism_noise(sigma_total, (n_boot, *counts.shape), rng, mechanism)
+    boot_surv = km_on_grid(postprocess(counts[None] + noise, method)[0], cause)[0]
     var_noise = boot_surv.var(axis=0, ddof=1)
     bias = boot_surv.mean(axis=0) - surv
-    centre = np.clip(surv - bias, 0.0, 1.0) if bias_correct else surv
-    with np.errstate(invalid="ignore", divide="ignore"):
-        se = np.sqrt(surv**2 * var_log + var_noise)
-        se_log = np.where(centre > 0, se / centre, np.nan)
-    lower, upper = confidence_limits(centre, se_log, conf_level, conf_type)
-    return DPIntervals(centre, surv, bias, se, np.sqrt(var_noise), lower, upper, pp)
+    with np.errstate(invalid="ignore"):
+        var_sampling = surv**2 * var_log
+    se = np.sqrt(var_sampling + var_noise)
+    kind, doubt = "clipped", 0.0
+    if centre != "clipped":
+        raw_surv = km_on_grid(raw, cause)[0]
+        raw_boot = km_on_grid(raw[None] + noise, cause)[0]
+        bias_raw = km_on_grid(postprocess(raw[None] + noise, method)[0], cause)[0].mean(axis=0) - raw_surv
+        ok = np.isfinite(se) & (se > 0)
+        doubt = float(np.sqrt(np.mean(((bias_raw - bias)[ok] / se[ok]) ** 2))) if ok.any() else 0.0
+        if centre == "unclipped" or doubt > BIAS_DOUBT_LIMIT:
+            kind = "unclipped"
+            var_noise = np.clip(raw_boot, 0.0, 1.0).var(axis=0, ddof=1)
+            se = np.sqrt(var_sampling + var_noise)
+            est = np.clip(raw_surv, 0.0, 1.0)
+    if kind == "clipped":
+        est = np.clip(surv - bias, 0.0, 1.0) if bias_correct else surv
+    lower, upper = _limits(est, se, conf_level, conf_type)
+    return DPIntervals(est, surv, bias, se, np.sqrt(var_noise), lower, upper, pp, kind, doubt)
+
+
+def _limits(centre: np.ndarray, se: np.ndarray, conf_level: float, conf_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """coordinator.km.confidence_limits on SE(log S) = se / S; where they are undefined because the
+    centre is 0, or 1 with se > 0 (noise can put either anywhere on the curve), plain limits."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # a tiny S with a large se: limit 0
+        lower, upper = confidence_limits(centre, np.where(centre > 0, se / centre, np.nan), conf_level, conf_type)
+    reach = z_value(conf_level) * se
+    at_zero = centre == 0
+    at_one = (centre == 1) & (se > 0) & ~(np.isfinite(lower) & np.isfinite(upper))
+    lower = np.where(at_zero, 0.0, np.where(at_one, np.maximum(1.0 - reach, 0.0), lower))
+    upper = np.where(at_zero, np.minimum(reach, 1.0), np.where(at_one, 1.0, upper))
+    return lower, upper
 
 
 MAX_PLAUSIBLE_COUNT = 2**40

@@ -321,8 +321,9 @@ def _intervals_text(n_boot: int) -> str:
                 "(delta method); every other interval, standard error and p-value would ignore it, so it is "
                 "withheld (null)")
     return (f"intervals, standard errors and p-values include the noise. Kaplan-Meier: Greenwood variance plus "
-            f"the noise variance from a parametric bootstrap of {n_boot} noise draws, centred on the bootstrap "
-            f"bias-corrected estimate. Cumulative incidence and RMST: estimated from the unclipped noisy counts "
+            f"the noise variance from a parametric bootstrap of {n_boot} noise draws, centred on the clipped counts' "
+            f"bootstrap bias-corrected estimate, or on the unclipped noisy counts' estimate where that correction is "
+            f"in doubt (each curve's dp_centre says which). Cumulative incidence and RMST: estimated from the unclipped noisy counts "
             f"(unbiased to first order, where clipping is not), with the exact estimator's sampling variance "
             f"(infinitesimal jackknife, Miller) plus the noise variance from a parametric bootstrap of {n_boot} "
             f"noise draws. Log-rank and Gray's tests: Wald tests of the unclipped counts' score whose variance adds "
@@ -431,6 +432,7 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
         dp = km_dp_intervals(counts, s, spec.bootstrap, rng, cause=cause, method=spec.postprocess,
                              conf_level=level, conf_type=ctype, mechanism=mechanism)
         st = res["strata"][label]
+        st["dp_centre"] = DP_KM_CENTRE[dp.centre].format(doubt=dp.bias_doubt)
         for part, key in (("table", "time"), ("at_times", "time")):
             block = st.get(part)
             if not block:
@@ -453,15 +455,24 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
                               std_err_noise=jsonable([r.std_err_noise for r in out]),
                               dp_uncertainty=NOTE_BOOTSTRAP.format(b=spec.bootstrap))
     res["dp_uncertainty"] = ("Kaplan-Meier: Greenwood variance plus the noise variance from a parametric bootstrap "
-                             f"of {spec.bootstrap} noise draws, centred on the bootstrap bias-corrected estimate; "
+                             f"of {spec.bootstrap} noise draws, centred per curve as its dp_centre says; "
                              "median and quartiles with their limits read off that curve and its limits "
                              "(Brookmeyer & Crowley 1982); RMST: " + NOTE_BOOTSTRAP.format(b=spec.bootstrap))
+
+
+DP_KM_CENTRE = {
+    "clipped": ("clipped counts, bootstrap bias-corrected (the bias estimates at the clipped and the raw release "
+                "differ by {doubt:.2f} standard errors, RMS over the curve: the correction is trusted up to 0.5)"),
+    "unclipped": ("unclipped noisy counts, unbiased to first order (the bias estimates of clipping at the clipped and "
+                  "the raw release differ by {doubt:.2f} standard errors, RMS over the curve, more than 0.5: the "
+                  "clipped centre's bias correction is in doubt)"),
+}
 
 
 def _dp_km_quantiles(st: dict[str, Any], plan: Plan, dp: Any, level: float, ctype: str) -> None:
     """Median and quartiles, with limits, of the noise-aware KM curve (coordinator.km's rules).
 
-    The curve's reported rows with the bias-corrected estimate and the total standard error
+    The curve's reported rows with the centre of km_dp_intervals and the total standard error
     (Greenwood plus noise) of coordinator.dp_postprocess.km_dp_intervals: a quantile's limits are
     where the pointwise limits cross 1 - p (Brookmeyer & Crowley 1982), so they include the noise
     as those limits do.
