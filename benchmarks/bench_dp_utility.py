@@ -16,8 +16,9 @@ Three ways to put the noise on (columns):
   Skellam's own privacy bound (protocol.dp_plan.noise_parameters).
 
 A second table compares post-processings of the same releases at the budget's sigma (all
-cost no privacy): cells clipped at 0 (the first table's); the bootstrap bias-corrected
-estimate results.json reports for Kaplan-Meier (coordinator.dp_postprocess.km_dp_intervals);
+cost no privacy): cells clipped at 0 (the first table's); their bootstrap bias-corrected
+estimate; the centre results.json reports for Kaplan-Meier (``KM default``: that one, or the
+unclipped one where its bias correction is in doubt, coordinator.dp_postprocess.km_dp_intervals);
 the unclipped noisy counts (what coordinator.dp_uncertainty centres incidence and RMST on);
 isotonic numbers at risk; and the floor: sigma times the norm of the gradient of S(24) with
 respect to every cell, on the exact counts (delta method). That is the Cramer-Rao bound for
@@ -25,7 +26,14 @@ any estimator unbiased to first order from one histogram with independent N(0, s
 noise per cell (Lehmann & Casella 1998, Theorem 2.6.2 with Fisher information I / sigma^2),
 so no post-processing of the single release beats it without bias.
 
-Run: python -m benchmarks.bench_dp_utility [--reps R] [--boot B]
+A third table (``--coverage``) is the Kaplan-Meier limits' coverage under noise: fixed cohorts
+(R's colon_cr, any event, 30- and 90-day bins to 2,700 days; lung, 7-day bins to 1,022 days)
+and fresh exponential cohorts (N = 200 and 1,000, monthly and quarterly bins), R releases each
+at sigma 4.53 (epsilon 1, delta 1e-6): how often the 95% limits (plan default conf_type log)
+contain the cohort's exact pooled S at five report times, and the RMSE of the centre, for the
+clipped bias-corrected centre alone and for km_dp_intervals's default rule (``auto``).
+
+Run: python -m benchmarks.bench_dp_utility [--reps R] [--boot B] [--coverage]
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -126,7 +135,7 @@ def km_floor(counts: np.ndarray, b: int, sigma: float) -> float:
     return float(s * sigma * math.sqrt((via_n**2).sum() + (g_event**2).sum()))
 
 
-VARIANTS = ("clip", "clip, bias-corrected", "unclipped", "isotonic")
+VARIANTS = ("clip", "clip, bias-corrected", "KM default", "unclipped", "isotonic")
 
 
 def variants(n: int, width: int, sigma: float, reps: int, boot: int,
@@ -141,7 +150,9 @@ def variants(n: int, width: int, sigma: float, reps: int, boot: int,
         y = h + share.sample(h.size).reshape(h.shape)
         exact = km_on_grid(h)[0][col]
         errors["clip"].append(km_on_grid(clip_histogram(y)[0])[0][col] - exact)
-        errors["clip, bias-corrected"].append(km_dp_intervals(y, sigma, boot, rng).estimate[col] - exact)
+        errors["clip, bias-corrected"].append(km_dp_intervals(y, sigma, boot, rng, centre="clipped").estimate[col]
+                                              - exact)
+        errors["KM default"].append(km_dp_intervals(y, sigma, boot, rng).estimate[col] - exact)
         errors["unclipped"].append(float(np.clip(km_on_grid(y)[0][col], 0, 1)) - exact)
         errors["isotonic"].append(km_on_grid(postprocess(y, "isotonic")[0])[0][col] - exact)
         floors.append(km_floor(h, col, sigma))
@@ -149,14 +160,94 @@ def variants(n: int, width: int, sigma: float, reps: int, boot: int,
             float(np.sqrt(np.mean(np.square(floors)))))
 
 
+DATA = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "data"
+KM_CENTRES = ("clipped", "auto")
+
+
+def grid_counts(time: np.ndarray, event: np.ndarray, width: float, horizon: float) -> np.ndarray:
+    """(bins, 2) censored and events: bin ceil(t / width), censored past the horizon (site_node.tally)."""
+    past = time > horizon
+    t, e = np.where(past, horizon, time), np.where(past, 0, event)
+    n_bins = int(horizon // width) + 1
+    b = np.ceil(t / width - 1e-9).astype(np.int64)
+    return np.bincount(b * 2 + e, minlength=n_bins * 2).reshape(n_bins, 2)
+
+
+def fixed_cohorts() -> dict[str, tuple[np.ndarray, list[float]]]:
+    """R's data sets on grids: (bins, 2) counts and report times (days)."""
+    import pandas as pd
+
+    colon = pd.read_csv(DATA / "colon_cr.csv")
+    lung = pd.read_csv(DATA / "lung.csv")
+    c_t, c_e = colon["cr_time"].to_numpy(float), (colon["cr_event"].to_numpy() > 0).astype(np.int64)
+    colon_times = [365, 730, 1095, 1460, 1825]
+    return {"colon_cr, 30-day bins": (grid_counts(c_t, c_e, 30.0, 2700.0), colon_times),
+            "colon_cr, 90-day bins": (grid_counts(c_t, c_e, 90.0, 2700.0), colon_times),
+            "lung, 7-day bins": (grid_counts(lung["time"].to_numpy(float), (lung["status"].to_numpy() == 2)
+                                             .astype(np.int64), 7.0, 1022.0), [90, 180, 365, 540, 730])}
+
+
+def km_coverage(cohort, width: float, times: list[float], sigma: float, reps: int, boot: int,
+                rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Per centre: coverage and RMSE at the report times over ``reps`` releases, and how often the
+    rule chose the unclipped centre. ``cohort`` is a (bins, 2) array or a function of rng giving one."""
+    idx = [int(t // width) for t in times]
+    share = NoiseShare("gaussian", rational_variance(sigma))
+    hits = {c: [] for c in KM_CENTRES}
+    errs = {c: [] for c in KM_CENTRES}
+    raw_chosen = []
+    for _ in range(reps):
+        h = cohort(rng) if callable(cohort) else cohort
+        exact = km_on_grid(h)[0][idx]
+        y = h + share.sample(h.size).reshape(h.shape)
+        for c in KM_CENTRES:
+            iv = km_dp_intervals(y, sigma, boot, rng, conf_type="log", centre=c)
+            hits[c].append((iv.lower[idx] <= exact) & (exact <= iv.upper[idx]))
+            errs[c].append(iv.estimate[idx] - exact)
+            if c == "auto":
+                raw_chosen.append(iv.centre == "unclipped")
+    return {c: (np.mean(hits[c], axis=0), np.sqrt(np.mean(np.square(errs[c]), axis=0)), float(np.mean(raw_chosen)))
+            for c in KM_CENTRES}
+
+
+def coverage_table(reps: int, boot: int, rng: np.random.Generator) -> None:
+    sigma = 4.53
+    print(f"\nKaplan-Meier limits under noise (sigma {sigma}, {reps} releases, {boot} bootstrap draws): coverage "
+          f"of the cohort's exact pooled S by the 95% limits, and RMSE, at five report times; `auto` = "
+          f"km_dp_intervals's rule, `unclipped` = share of releases where it chose the unclipped centre.\n")
+    print("| cohort | times | coverage clipped | coverage auto | RMSE clipped | RMSE auto | unclipped |")
+    print("|---|---|---|---|---|---|---:|")
+    for name, (h, times) in fixed_cohorts().items():
+        width = float(name.split(", ")[1].split("-")[0])
+        res = km_coverage(h, width, times, sigma, reps, boot, rng)
+        _coverage_row(name, times, res)
+    for n, width, label in ((200, 1, "monthly"), (200, 3, "quarterly"), (1_000, 1, "monthly")):
+        times = [6, 12, 24, 30]
+        res = km_coverage(lambda r, n=n, w=width: cohort_histogram(n, w, r), float(width), times, sigma, reps, boot, rng)
+        _coverage_row(f"exponential N = {n:,}, {label}", times, res)
+
+
+def _coverage_row(name: str, times: list[float], res: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> None:
+    def fmt(a: np.ndarray, d: int) -> str:
+        return " ".join(f"{v:.{d}f}" for v in a)
+
+    print(f"| {name} | {' '.join(f'{t:g}' for t in times)} | {fmt(res['clipped'][0], 3)} | {fmt(res['auto'][0], 3)} | "
+          f"{fmt(res['clipped'][1], 3)} | {fmt(res['auto'][1], 3)} | {res['auto'][2]:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--boot", type=int, default=200)
+    ap.add_argument("--coverage", action="store_true", help="only the Kaplan-Meier coverage table")
     args = ap.parse_args()
     reps = args.reps
     rng = np.random.default_rng(2026)
     t0 = time.perf_counter()
+    if args.coverage:
+        coverage_table(reps, args.boot, rng)
+        print(f"\n({time.perf_counter() - t0:.0f} s)")
+        return
     print("## Distributed differential privacy: utility\n")
     print(f"RMSE of the Kaplan-Meier S(24 months) against the same cohort's exact pooled estimate, "
           f"{reps} cohorts per cell; exponential survival with S(24) = 0.58, delta = {DELTA:g}, one histogram "
