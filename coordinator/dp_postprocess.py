@@ -143,8 +143,10 @@ class DPIntervals:
     lower: np.ndarray
     upper: np.ndarray
     postprocessing: PostProcessing
-    centre: str = "clipped"      # "clipped" (bias-corrected if asked) or "unclipped"
-    bias_doubt: float = 0.0      # RMS over bins of |bias at the raw plug-in - bias| / std_err (the rule's score)
+    centre: str = "clipped"      # which estimate: "clipped" (bias-corrected if asked) or "unclipped"
+    band_centre: np.ndarray | None = None  # the estimate the limits are built around (None: ``estimate``)
+    mse_clipped: float = float("nan")      # mean over bins of the clipped centre's estimated MSE
+    mse_unclipped: float = float("nan")    # the same for the unclipped centre
 
 
 def discrete_gaussian_noise(sigma: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -171,7 +173,6 @@ def mechanism_noise(sigma: float, shape: tuple[int, ...], rng: np.random.Generat
 
 
 CENTRES = ("auto", "clipped", "unclipped")
-BIAS_DOUBT_LIMIT = 0.5
 
 
 def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.random.Generator, cause: int = 1,
@@ -179,35 +180,42 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
                     bias_correct: bool = True, mechanism: str = "gaussian", centre: str = "auto") -> DPIntervals:
     """KM and limits including the noise, for one stratum's noisy (bins, 1 + K) histogram.
 
-    Two centres, each with Var(S) = S_pp^2 Var_Greenwood(-log S_pp) + Var_boot (S_pp the KM of
-    the post-processed counts, whose Greenwood variance needs counts >= 0), from ``n_boot``
-    draws Z_b of the mechanism's law (mechanism_noise):
+    Two estimates, each with a variance Greenwood's on the post-processed counts x_pp (which
+    needs counts >= 0), S_pp^2 Var_G(-log S_pp), plus a noise variance from ``n_boot`` draws Z_b of
+    the mechanism's law (mechanism_noise):
 
-    - ``clipped``: S_pp, minus with ``bias_correct`` the bootstrap bias mean S(pp(x_pp + Z_b)) - S_pp
-      (Efron & Tibshirani 1993, section 10.6), kept in [0, 1]; Var_boot over those replicates.
-      Most accurate with few patients per bin, but the plug-in x_pp has fewer empty cells than
-      the cohort, so the correction removes only part of the bias where many cells are empty.
-    - ``unclipped``: the KM of the raw release y (coordinator.dp_uncertainty's centre: unbiased to
-      first order, hazards kept in [-1, 1]), kept in [0, 1]; Var_boot the variance of the
-      replicates S(y + Z_b), each kept in [0, 1] like the estimate.
-    - ``auto`` (default): the clipped centre unless its bias correction is in doubt. The bias of
-      clipping estimated at the raw plug-in y, mean S(pp(y + Z_b)) - S(y), overstates it (y + Z_b
-      carries twice the noise), the one at x_pp understates it; the truth lies between. Where
-      the two differ by more than BIAS_DOUBT_LIMIT = 0.5 of the clipped curve's standard error
-      (root mean square over its bins), the residual bias can be of the order of the standard
-      error and the unclipped centre is used for the whole curve. Reads only the release,
-      sigma and the plan, so it costs no privacy.
+    - clipped: S_pp = KM of x_pp minus, with ``bias_correct``, the bootstrap bias
+      b_pp = mean S(pp(x_pp + Z_b)) - S_pp (Efron & Tibshirani 1993, section 10.6), kept in
+      [0, 1]; noise variance over those replicates. The more accurate with few patients per bin,
+      but x_pp has fewer empty cells than the cohort, so b_pp understates the bias of clipping
+      many empty cells, and its replicates understate the noise: alone, its limits under-cover
+      (colon_cr on 30-day bins, 0.79-0.86).
+    - unclipped: S(y) of the raw release y (coordinator.dp_uncertainty's centre: unbiased to
+      first order, hazards kept in [-1, 1]), kept in [0, 1]; noise variance of the replicates
+      S(y + Z_b), each kept in [0, 1] like the estimate. Its limits cover at about the nominal
+      rate, but with few patients per bin it is the noisier.
 
-    Measured (benchmarks/bench_dp_utility.py --coverage, 400 releases at sigma 4.53; 95% log
-    limits around the cohort's exact pooled S at five report times; clipped -> auto): colon_cr
-    30-day bins coverage 0.79-0.86 -> 0.96-0.97, RMSE 0.021-0.034 -> 0.021-0.032; 90-day bins
-    0.98-0.99 both, RMSE 0.012-0.017 -> 0.013-0.018 (unclipped in 42% of releases); lung 7-day
-    bins 0.00-0.33 -> 0.85-0.96, RMSE 0.05-0.30 -> 0.14-0.22; simulated N = 200 monthly
-    0.80-0.88 -> 0.93-0.95, at the price of RMSE 0.05-0.10 -> 0.06-0.20; N = 1,000 unchanged.
+    ``centre="auto"`` (default) releases whichever estimate has the smaller estimated mean squared
+    error over the curve's bins, and limits that are always the unclipped estimate's, widened
+    where needed to contain the released estimate (so they cover at least as often as the
+    unclipped ones alone). The clipped estimate's MSE is its variance plus the square of
+    b_raw - b_pp, b_raw = mean S(pp(y + Z_b)) - S(y) the bias of clipping estimated at the raw
+    release, which overstates it (y + Z_b carries twice the noise) as b_pp understates it, so
+    their difference bounds what the correction leaves; the unclipped one's MSE is its variance.
+    ``unclipped``: that estimate and its limits; ``clipped``: the clipped estimate with limits
+    around it on its own standard error (the rule before; it under-covers on sparse grids).
+    Everything reads only the release, sigma and the plan: no privacy cost.
+
+    Measured (benchmarks/bench_dp_utility.py --coverage; sigma 4.53, 400 releases, coverage of
+    the cohort's exact pooled S by the 95% log limits at five report times; ``clipped`` -> ``auto``):
+    colon_cr on 30-day bins 0.78-0.90 -> 0.97-0.98, RMSE 0.021-0.036 -> 0.021-0.032; on 90-day
+    bins 0.985-0.998 -> 0.988-1.0, RMSE 0.011-0.017 -> 0.012-0.018; lung on 7-day bins (147 bins
+    for 165 deaths) 0.00-0.32 -> 0.87-0.94; exponential cohorts of 200 on monthly bins 0.81-0.87
+    -> 0.94-0.96, RMSE 0.048-0.093 -> 0.052-0.150 (the price of validity), of 1,000 unchanged.
     Lung's late times stay short of nominal: at 730 days the noisy number at risk has an SD of
-    about 41 against some 10 patients, and the unclipped estimate is often 0. Where the centre
-    is 0 (or 1 with a non-zero standard error) and the transformed limits are undefined, the
-    limits are (0, z se) (or (1 - z se, 1)).
+    about 41 against some 10 patients; such a grid is too fine for the noise.
+    Where the band's centre is 0 (or 1 with a non-zero standard error) and the transformed limits
+    are undefined, the limits are (0, z se) (or (1 - z se, 1)).
     """
     if n_boot < 2:
         raise ValueError("the bootstrap needs at least 2 replicates")
@@ -219,27 +227,28 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
     # the same draws serve both plug-ins: the post-processed release and the raw one
     noise = mechanism_noise(sigma_total, (n_boot, *counts.shape), rng, mechanism)
     boot_surv = km_on_grid(postprocess(counts[None] + noise, method)[0], cause)[0]
-    var_noise = boot_surv.var(axis=0, ddof=1)
+    var_clip = boot_surv.var(axis=0, ddof=1)
     bias = boot_surv.mean(axis=0) - surv
     with np.errstate(invalid="ignore"):
         var_sampling = surv**2 * var_log
-    se = np.sqrt(var_sampling + var_noise)
-    kind, doubt = "clipped", 0.0
-    if centre != "clipped":
-        raw_surv = km_on_grid(raw, cause)[0]
-        raw_boot = km_on_grid(raw[None] + noise, cause)[0]
-        bias_raw = km_on_grid(postprocess(raw[None] + noise, method)[0], cause)[0].mean(axis=0) - raw_surv
-        ok = np.isfinite(se) & (se > 0)
-        doubt = float(np.sqrt(np.mean(((bias_raw - bias)[ok] / se[ok]) ** 2))) if ok.any() else 0.0
-        if centre == "unclipped" or doubt > BIAS_DOUBT_LIMIT:
-            kind = "unclipped"
-            var_noise = np.clip(raw_boot, 0.0, 1.0).var(axis=0, ddof=1)
-            se = np.sqrt(var_sampling + var_noise)
-            est = np.clip(raw_surv, 0.0, 1.0)
-    if kind == "clipped":
-        est = np.clip(surv - bias, 0.0, 1.0) if bias_correct else surv
-    lower, upper = _limits(est, se, conf_level, conf_type)
-    return DPIntervals(est, surv, bias, se, np.sqrt(var_noise), lower, upper, pp, kind, doubt)
+    clipped = np.clip(surv - bias, 0.0, 1.0) if bias_correct else surv
+    se_clip = np.sqrt(var_sampling + var_clip)
+    if centre == "clipped":
+        lower, upper = _limits(clipped, se_clip, conf_level, conf_type)
+        return DPIntervals(clipped, surv, bias, se_clip, np.sqrt(var_clip), lower, upper, pp, "clipped")
+    unclipped = np.clip(km_on_grid(raw, cause)[0], 0.0, 1.0)
+    var_raw = np.clip(km_on_grid(raw[None] + noise, cause)[0], 0.0, 1.0).var(axis=0, ddof=1)
+    se = np.sqrt(var_sampling + var_raw)
+    bias_raw = km_on_grid(postprocess(raw[None] + noise, method)[0], cause)[0].mean(axis=0) - km_on_grid(raw, cause)[0]
+    ok = np.isfinite(se_clip) & np.isfinite(se)
+    mse_clip = float(np.mean(se_clip[ok] ** 2 + (bias_raw - bias)[ok] ** 2)) if ok.any() else float("inf")
+    mse_raw = float(np.mean(se[ok] ** 2)) if ok.any() else 0.0
+    kind = "clipped" if centre == "auto" and mse_clip < mse_raw else "unclipped"
+    est = clipped if kind == "clipped" else unclipped
+    lower, upper = _limits(unclipped, se, conf_level, conf_type)
+    with np.errstate(invalid="ignore"):
+        lower, upper = np.fmin(lower, est), np.fmax(upper, est)
+    return DPIntervals(est, surv, bias, se, np.sqrt(var_raw), lower, upper, pp, kind, unclipped, mse_clip, mse_raw)
 
 
 def _limits(centre: np.ndarray, se: np.ndarray, conf_level: float, conf_type: str) -> tuple[np.ndarray, np.ndarray]:

@@ -321,9 +321,10 @@ def _intervals_text(n_boot: int) -> str:
                 "(delta method); every other interval, standard error and p-value would ignore it, so it is "
                 "withheld (null)")
     return (f"intervals, standard errors and p-values include the noise. Kaplan-Meier: Greenwood variance plus "
-            f"the noise variance from a parametric bootstrap of {n_boot} noise draws, centred on the clipped counts' "
-            f"bootstrap bias-corrected estimate, or on the unclipped noisy counts' estimate where that correction is "
-            f"in doubt (each curve's dp_centre says which). Cumulative incidence and RMST: estimated from the unclipped noisy counts "
+            f"the noise variance from a parametric bootstrap of {n_boot} noise draws, around the unclipped noisy "
+            f"counts' estimate; the estimate released is that one or the clipped counts' bootstrap bias-corrected "
+            f"one, whichever has the smaller estimated error, and the limits contain it (each curve's dp_centre "
+            f"says which and why). Cumulative incidence and RMST: estimated from the unclipped noisy counts "
             f"(unbiased to first order, where clipping is not), with the exact estimator's sampling variance "
             f"(infinitesimal jackknife, Miller) plus the noise variance from a parametric bootstrap of {n_boot} "
             f"noise draws. Log-rank and Gray's tests: Wald tests of the unclipped counts' score whose variance adds "
@@ -432,7 +433,8 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
         dp = km_dp_intervals(counts, s, spec.bootstrap, rng, cause=cause, method=spec.postprocess,
                              conf_level=level, conf_type=ctype, mechanism=mechanism)
         st = res["strata"][label]
-        st["dp_centre"] = DP_KM_CENTRE[dp.centre].format(doubt=dp.bias_doubt)
+        st["dp_centre"] = DP_KM_RULE.format(which=DP_KM_CENTRE[dp.centre], clip=math.sqrt(dp.mse_clipped),
+                                            raw=math.sqrt(dp.mse_unclipped))
         for part, key in (("table", "time"), ("at_times", "time")):
             block = st.get(part)
             if not block:
@@ -443,7 +445,7 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
                 old = block[col]
                 new = jsonable(np.asarray(values, dtype=float)[idx])
                 block[col] = [None if o is None else v for o, v in zip(old, new)]
-        _dp_km_quantiles(st, plan, dp, level, ctype)
+        dp_km_quantiles(st, plan, dp, level, ctype)
         if "rmst" in st:
             pp = postprocess(counts, spec.postprocess)[0]
             boot = noise_replicates(counts, s, spec.bootstrap, rng, mechanism=mechanism)
@@ -455,44 +457,59 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
                               std_err_noise=jsonable([r.std_err_noise for r in out]),
                               dp_uncertainty=NOTE_BOOTSTRAP.format(b=spec.bootstrap))
     res["dp_uncertainty"] = ("Kaplan-Meier: Greenwood variance plus the noise variance from a parametric bootstrap "
-                             f"of {spec.bootstrap} noise draws, centred per curve as its dp_centre says; "
+                             f"of {spec.bootstrap} noise draws, around the unclipped estimate; the estimate per curve "
+                             "as its dp_centre says; "
                              "median and quartiles with their limits read off that curve and its limits "
                              "(Brookmeyer & Crowley 1982); RMST: " + NOTE_BOOTSTRAP.format(b=spec.bootstrap))
 
 
 DP_KM_CENTRE = {
-    "clipped": ("clipped counts, bootstrap bias-corrected (the bias estimates at the clipped and the raw release "
-                "differ by {doubt:.2f} standard errors, RMS over the curve: the correction is trusted up to 0.5)"),
-    "unclipped": ("unclipped noisy counts, unbiased to first order (the bias estimates of clipping at the clipped and "
-                  "the raw release differ by {doubt:.2f} standard errors, RMS over the curve, more than 0.5: the "
-                  "clipped centre's bias correction is in doubt)"),
+    "clipped": "the clipped counts' bootstrap bias-corrected estimate",
+    "unclipped": "the unclipped noisy counts' estimate (unbiased to first order)",
 }
+DP_KM_RULE = ("estimate: {which}, the one with the smaller estimated root mean squared error over the curve "
+              "({clip:.4f} clipped, bias-corrected, counting what its correction may leave; {raw:.4f} unclipped); "
+              "limits: the unclipped estimate's, which are unbiased, widened where needed to contain the estimate")
 
 
-def _dp_km_quantiles(st: dict[str, Any], plan: Plan, dp: Any, level: float, ctype: str) -> None:
+def dp_km_quantiles(st: dict[str, Any], plan: Plan, dp: Any, level: float, ctype: str) -> None:
     """Median and quartiles, with limits, of the noise-aware KM curve (coordinator.km's rules).
 
-    The curve's reported rows with the centre of km_dp_intervals and the total standard error
-    (Greenwood plus noise) of coordinator.dp_postprocess.km_dp_intervals: a quantile's limits are
-    where the pointwise limits cross 1 - p (Brookmeyer & Crowley 1982), so they include the noise
-    as those limits do.
+    On the curve's reported rows: the estimates from the released curve, the limits where the
+    pointwise limits of coordinator.dp_postprocess.km_dp_intervals's band (its centre and total
+    standard error, Greenwood plus noise) cross 1 - p (Brookmeyer & Crowley 1982), widened to
+    contain the estimate as the pointwise limits are; so they include the noise as those do.
+    A limit that is never reached (NA) stays NA.
     """
     block = st.get("table")
     if not block or not block["time"]:
         return
     idx = _bin_index(plan, block["time"], dp.estimate.size)
-    centre, se = dp.estimate[idx], dp.std_err[idx]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        se_log = np.where(centre > 0, se / centre, np.nan)
-    table = SurvivalTable(time=np.asarray(block["time"], dtype=float),
-                          n_risk=np.asarray(block["n_risk"], dtype=np.int64),
-                          n_event=np.asarray(block["n_event"], dtype=np.int64),
-                          n_censor=np.asarray(block["n_censor"], dtype=np.int64),
-                          estimate=centre, std_err=se, std_err_log=se_log, lower=dp.lower[idx], upper=dp.upper[idx])
-    m = km_median(table, conf_level=level, conf_type=ctype)
-    st["median"] = jsonable({"estimate": m.estimate, "lower": m.lower, "upper": m.upper})
-    q = km_quantiles(table, probs=(0.25, 0.5, 0.75), conf_level=level, conf_type=ctype)
-    st["quantiles"] = jsonable({"probs": q.probs, "estimate": q.estimate, "lower": q.lower, "upper": q.upper})
+    band = dp.estimate if dp.band_centre is None else dp.band_centre
+
+    def table(curve: np.ndarray) -> SurvivalTable:
+        centre, se = curve[idx], dp.std_err[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            se_log = np.where(centre > 0, se / centre, np.nan)
+        return SurvivalTable(time=np.asarray(block["time"], dtype=float),
+                             n_risk=np.asarray(block["n_risk"], dtype=np.int64),
+                             n_event=np.asarray(block["n_event"], dtype=np.int64),
+                             n_censor=np.asarray(block["n_censor"], dtype=np.int64),
+                             estimate=centre, std_err=se, std_err_log=se_log, lower=dp.lower[idx], upper=dp.upper[idx])
+
+    def widened(est: Any, lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        e, lo, hi = (np.asarray(v, dtype=float) for v in (est, lower, upper))
+        return e, np.fmin(lo, e), np.where(np.isnan(hi), np.nan, np.fmax(hi, e))
+
+    released, limits = table(dp.estimate), table(band)
+    m, mb = km_median(released, conf_level=level, conf_type=ctype), km_median(limits, conf_level=level, conf_type=ctype)
+    e, lo, hi = widened(m.estimate, mb.lower, mb.upper)
+    st["median"] = jsonable({"estimate": float(e), "lower": float(lo), "upper": float(hi)})
+    probs = (0.25, 0.5, 0.75)
+    q = km_quantiles(released, probs=probs, conf_level=level, conf_type=ctype)
+    qb = km_quantiles(limits, probs=probs, conf_level=level, conf_type=ctype)
+    e, lo, hi = widened(q.estimate, qb.lower, qb.upper)
+    st["quantiles"] = jsonable({"probs": q.probs, "estimate": e, "lower": lo, "upper": hi})
 
 
 def _block_replicates(noisy: Tallies, plan: Plan, a: Analysis, sigma: float, rng: np.random.Generator,

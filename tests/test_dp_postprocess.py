@@ -18,8 +18,10 @@ from coordinator.dp_postprocess import (
     km_on_grid,
     postprocess,
 )
-from coordinator.km import kaplan_meier
+from coordinator.km import kaplan_meier, km_median
+from coordinator.results import dp_km_quantiles
 from protocol.dp_sampler import discrete_gaussian_array, rational_variance
+from protocol.plan import parse_plan
 from protocol.tallies import Tallies, layout
 
 
@@ -71,8 +73,8 @@ def test_intervals_reduce_to_greenwood_without_noise():
 
 
 def test_bootstrap_noise_error_matches_the_spread_of_noisy_releases():
-    # one fixed cohort, 200 noisy releases at sigma 3 (events about 3 per bin, so clipping is
-    # frequent): the bootstrap's noise SE of S is close to the actual SD of the released S over
+    # the clipped centre's machinery (centre="clipped"): one fixed cohort, 200 noisy releases at
+    # sigma 3 (events about 3 per bin, so clipping is frequent): the bootstrap's noise SE of S is close to the actual SD of the released S over
     # releases; the bias-corrected estimate is nearly unbiased for the cohort's exact S where the
     # clipped one is not; the limits cover the exact S about 95% of the time
     rng = np.random.default_rng(11)
@@ -83,7 +85,7 @@ def test_bootstrap_noise_error_matches_the_spread_of_noisy_releases():
     releases = counts[None] + noise
     released_s, _ = km_on_grid(postprocess(releases)[0])
     spread = released_s.std(axis=0, ddof=1)
-    ivs = [km_dp_intervals(r, sigma, 200, rng) for r in releases[:100]]
+    ivs = [km_dp_intervals(r, sigma, 200, rng, centre="clipped") for r in releases[:100]]
     boot = np.mean([iv.std_err_noise for iv in ivs], axis=0)
     np.testing.assert_allclose(boot[6:], spread[6:], rtol=0.25)
     sd_mean = spread[12] / math.sqrt(len(ivs))
@@ -134,21 +136,22 @@ def r_cohorts() -> dict[str, np.ndarray]:
 
 def test_km_limits_cover_on_sparse_and_dense_grids(r_cohorts):
     """R's colon_cr (929 patients, any event, no censoring in the first years) and lung (228, 7-day
-    bins: 147 bins for 165 deaths), 150 releases each at sigma 4.53: the default centre's 95% limits
-    cover the cohort's exact S at close to 95% (or above: the limits include sampling error too),
-    where the clipped bias-corrected centre's miss on the sparse grids (its correction, estimated at
-    the clipped release, removes only part of the bias of clipping many empty cells). On the dense
-    grid (90-day bins) the clipped centre is kept in most releases and accuracy is kept.
+    bins: 147 bins for 165 deaths), 150 releases each at sigma 4.53: the default limits (the
+    unclipped estimate's, containing the released estimate) cover the cohort's exact S at close to
+    95% (or above: they include sampling error too), where limits around the clipped bias-corrected
+    centre miss on the sparse grids (its correction, estimated at the clipped release, removes only
+    part of the bias of clipping many empty cells). On the sparse colon grid the unclipped estimate
+    is released (it is the more accurate there); on the dense grid accuracy is nearly kept.
 
-    400 releases (benchmarks/NOTES.md): colon 30-day coverage 0.79-0.86 clipped, 0.96-0.97 default;
-    90-day 0.98-0.99 both, RMSE 0.012-0.017 and 0.013-0.018; lung 7-day 0.00-0.33 and 0.85-0.96.
+    400 releases (benchmarks/NOTES.md): colon 30-day coverage 0.78-0.90 clipped, 0.97-0.98 default;
+    90-day 0.985-1.0 both, RMSE 0.011-0.017 and 0.012-0.018; lung 7-day 0.00-0.32 and 0.87-0.94.
     Binomial(150, 0.95) has SD 0.018: 0.90 is 2.8 SDs below nominal.
     """
     colon_times = [365.0, 730.0, 1095.0, 1460.0, 1825.0]
     sparse = km_release_study(r_cohorts["colon30"], 30.0, colon_times, seed=31)
-    assert (sparse["auto"][0] >= 0.90).all() and sparse["auto"][2] > 0.9, sparse
-    assert sparse["clipped"][0][1:4].max() < 0.90, sparse  # the failure this rule fixes
-    assert (sparse["auto"][1] <= 1.1 * sparse["clipped"][1]).all(), sparse  # unbiased and no noisier here
+    assert (sparse["auto"][0] >= 0.90).all() and sparse["auto"][2] > 0.8, sparse
+    assert sparse["clipped"][0][1:4].max() < 0.90, sparse  # the failure the default fixes
+    assert (sparse["auto"][1] <= 1.1 * sparse["clipped"][1]).all(), sparse
 
     dense = km_release_study(r_cohorts["colon90"], 90.0, colon_times, seed=32)
     assert (dense["auto"][0] >= 0.90).all() and dense["auto"][2] < 0.7, dense
@@ -156,6 +159,55 @@ def test_km_limits_cover_on_sparse_and_dense_grids(r_cohorts):
 
     lung = km_release_study(r_cohorts["lung7"], 7.0, [90.0, 180.0], seed=33)
     assert (lung["auto"][0] >= 0.90).all() and (lung["clipped"][0] < 0.5).all(), lung
+
+
+MEDIAN_PLAN = """
+[plan]
+title = "median"
+bin_width = {w}
+horizon = {h}
+[endpoints.os]
+time = "t"
+event = "s"
+causes = {{ 1 = "death" }}
+[[analyses]]
+name = "os"
+kind = "km"
+endpoint = "os"
+"""
+
+
+def median_coverage(counts: np.ndarray, width: float, horizon: float, seed: int, reps: int = 150) -> float:
+    """How often the DP median's 95% limits (coordinator.results.dp_km_quantiles, on the rows of the
+    post-processed release's event bins, as results.json has them) contain the cohort's exact
+    median (coordinator.km.km_median, R-validated), over ``reps`` releases at sigma 4.53. A
+    limit that is never reached (NA) counts as open."""
+    plan = parse_plan(MEDIAN_PLAN.format(w=width, h=horizon))
+    time = np.arange(counts.shape[0]) * width
+    exact = km_median(kaplan_meier(time, counts[:, 1], counts[:, 0])).estimate
+    rng = np.random.default_rng(seed)
+    noise = discrete_gaussian_array(rational_variance(4.53), reps * counts.size, SeededRandom(seed))
+    hits = []
+    for y in counts[None] + noise.reshape(reps, *counts.shape):
+        dp = km_dp_intervals(y, 4.53, 100, rng, conf_type="log")
+        rel = postprocess(y)[0]
+        rows = rel[:, 1] > 0
+        st = {"table": {"time": time[rows].tolist(), "n_risk": [0] * int(rows.sum()),
+                        "n_event": rel[rows, 1].tolist(), "n_censor": [0] * int(rows.sum())}}
+        dp_km_quantiles(st, plan, dp, 0.95, "log")
+        m = st["median"]
+        lo = -math.inf if m["lower"] is None else m["lower"]
+        hi = math.inf if m["upper"] is None else m["upper"]
+        hits.append(lo <= exact <= hi)
+    return float(np.mean(hits))
+
+
+def test_km_median_limits_cover_the_exact_median(r_cohorts):
+    """Brookmeyer-Crowley limits read off the noise-aware band cover the exact pooled median (colon_cr
+    1590 days on 30-day bins, lung 315 days on 7-day bins) at close to 95%. 200 releases: 0.985 and
+    0.95 (limits around the clipped centre: 0.86 and 0.00); binomial(150, 0.95) has SD 0.018."""
+    assert median_coverage(r_cohorts["colon30"], 30.0, 2700.0, seed=41) >= 0.90
+    assert median_coverage(r_cohorts["lung7"], 7.0, 1022.0, seed=42) >= 0.90
 
 
 def test_noisy_tallies_check_catches_masks_that_did_not_cancel():
