@@ -30,8 +30,10 @@ A third table (``--coverage``) is the Kaplan-Meier limits' coverage under noise:
 (R's colon_cr, any event, 30- and 90-day bins to 2,700 days; lung, 7-day bins to 1,022 days)
 and fresh exponential cohorts (N = 200 and 1,000, monthly and quarterly bins), R releases each
 at sigma 4.53 (epsilon 1, delta 1e-6): how often the 95% limits (plan default conf_type log)
-contain the cohort's exact pooled S at five report times, and the RMSE of the centre, for the
-clipped bias-corrected centre alone and for km_dp_intervals's default rule (``auto``).
+contain the cohort's exact pooled S at five report times, and the RMSE of the released estimate,
+for the clipped bias-corrected estimate with limits around it (``clipped``) and for
+km_dp_intervals's default (``auto``: limits of the unclipped estimate, the estimate with the
+smaller estimated MSE, limits widened to contain it).
 
 Run: python -m benchmarks.bench_dp_utility [--reps R] [--boot B] [--coverage]
 """
@@ -214,7 +216,7 @@ def coverage_table(reps: int, boot: int, rng: np.random.Generator) -> None:
     sigma = 4.53
     print(f"\nKaplan-Meier limits under noise (sigma {sigma}, {reps} releases, {boot} bootstrap draws): coverage "
           f"of the cohort's exact pooled S by the 95% limits, and RMSE, at five report times; `auto` = "
-          f"km_dp_intervals's rule, `unclipped` = share of releases where it chose the unclipped centre.\n")
+          f"km_dp_intervals's default, `unclipped` = share of releases where it released the unclipped estimate.\n")
     print("| cohort | times | coverage clipped | coverage auto | RMSE clipped | RMSE auto | unclipped |")
     print("|---|---|---|---|---|---|---:|")
     for name, (h, times) in fixed_cohorts().items():
