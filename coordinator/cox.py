@@ -80,15 +80,19 @@ class CoxBinSums:
 
     @classmethod
     def from_flat(cls, vec: np.ndarray, n_bins: int, p: int) -> CoxBinSums:
-        out, pos = {}, 0
-        for k in _FIELDS:
-            shape = _shape(k, n_bins, p)
-            size = int(np.prod(shape))
-            out[k] = np.asarray(vec[pos:pos + size], dtype=float).reshape(shape)
-            pos += size
-        if pos != len(vec):
-            raise ValueError(f"expected {pos} values for {n_bins} bins and {p} covariates, got {len(vec)}")
-        return cls(**out)
+        return cls(**unflatten(vec, {k: _shape(k, n_bins, p) for k in _FIELDS}))
+
+
+def unflatten(vec: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Cut a flat vector into named float arrays of the given shapes, in order; every value used."""
+    out, pos = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        out[name] = np.asarray(vec[pos:pos + size], dtype=float).reshape(shape)
+        pos += size
+    if pos != len(vec):
+        raise ValueError(f"expected {pos} values for shapes {list(shapes.values())[:2]}..., got {len(vec)}")
+    return out
 
 
 _FIELDS = ("n_exit", "exit_r", "exit_rx", "exit_rxx", "n_event", "event_x", "event_xx",

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2, norm
 
-from coordinator.cox import _bin_sum
+from coordinator.cox import _bin_sum, unflatten
 
 N_OUTCOMES = 3  # 0 censored, 1 cause of interest, 2 competing
 
@@ -64,15 +64,7 @@ class FineGrayBinSums:
 
     @classmethod
     def from_flat(cls, vec: np.ndarray, n_bins: int, p: int) -> FineGrayBinSums:
-        out, pos = {}, 0
-        for k in _FIELDS:
-            shape = (n_bins, N_OUTCOMES) + (p,) * k.count("x")
-            size = int(np.prod(shape))
-            out[k] = np.asarray(vec[pos:pos + size], dtype=float).reshape(shape)
-            pos += size
-        if pos != len(vec):
-            raise ValueError(f"expected {pos} values for {n_bins} bins and {p} covariates, got {len(vec)}")
-        return cls(**out)
+        return cls(**unflatten(vec, {k: (n_bins, N_OUTCOMES) + (p,) * k.count("x") for k in _FIELDS}))
 
 
 _FIELDS = ("n", "x", "xx", "r", "rx", "rxx", "r2", "r2x", "r2xx")

@@ -40,6 +40,7 @@ from protocol.query import MessageError, decode_reply
 from protocol.regression import (
     Step,
     decode_values,
+    model_cells,
     model_grid,
     model_patterns,
     model_strata,
@@ -90,8 +91,9 @@ def _decode_model(plan: Plan, a: Analysis, values: np.ndarray, counts: np.ndarra
         if not np.all(np.isfinite(pt.info)):
             raise AggregationError(f"{a.name}: the sites' information matrices are not finite")
         return pt
-    size = B * (6 + 5 * p + 5 * p * p)
-    parts = [CoxBinSums.from_flat(values[k * size:(k + 1) * size], B, p) for k in range(len(model_strata(plan, a)))]
+    n_strata = len(model_strata(plan, a))
+    size = model_cells(plan, a) // n_strata
+    parts = [CoxBinSums.from_flat(values[k * size:(k + 1) * size], B, p) for k in range(n_strata)]
     for k, s in enumerate(parts):
         try:
             check_round_sums(s, counts[k].sum(axis=1), counts[k][:, 1])

@@ -1,11 +1,9 @@
-"""A site's side of a Cox or Fine-Gray round: the design matrix, the policy checks, the sums.
+"""A site's policy checks for Cox and Fine-Gray rounds, as pure functions.
 
-Each round the coordinator broadcasts beta for a model; the site checks that answering is
-safe and returns its per-bin sums (coordinator.cox.CoxBinSums or
-coordinator.finegray.FineGrayBinSums), which then are fixed-point encoded and masked
-(protocol.fixedpoint, protocol.masking.mask128). Every check is a pure function that returns
-the reasons to refuse (empty: fine), so ``fedsurv site preview`` can show them and the
-audit log can record them.
+Each round the coordinator broadcasts beta for a model; before answering, the site checks
+that its sums (site_node.regression.model_values) are safe to send. Every check returns the
+reasons to refuse (empty: fine), so ``fedsurv site preview`` can show them and the audit log
+can record them; site_node.regression.model_reasons applies them to a model's rows.
 
 Why these checks (issue 8): a Newton round reveals sums of exp(x'beta)-weighted covariates
 per bin. With few patients, many covariates, a tiny category, a bin holding one exit, or a
@@ -21,32 +19,10 @@ defaults follow the issue and are documented as such in deploy/README.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
-
-from coordinator.cox import CoxBinSums, cox_bin_sums
-from coordinator.finegray import FineGrayBinSums, finegray_bin_sums
-from protocol.errors import RefusedError
-
-
-@dataclass(frozen=True)
-class Covariate:
-    """A plan covariate: categorical (levels; treatment contrasts against the first level)
-    or numeric (public centre and scale, allowed range)."""
-
-    name: str
-    levels: tuple[str, ...] | None = None
-    center: float = 0.0
-    scale: float = 1.0
-    range: tuple[float, float] | None = None
-
-    @property
-    def terms(self) -> list[str]:
-        if self.levels is None:
-            return [self.name]
-        return [f"{self.name}{lev}" for lev in self.levels[1:]]
 
 
 @dataclass(frozen=True)
@@ -59,42 +35,6 @@ class CoxSitePolicy:
     max_xb_spread: float = 10.0
     max_rounds: int = 40           # iter.max (20) plus step-halvings
     max_covariate_fraction: float = 1 / 3
-
-
-@dataclass(frozen=True)
-class CoxSiteData:
-    """One site's rows on the grid: exit bin, outcome code (0 censored, 1 cause, 2 competing)."""
-
-    time_bin: np.ndarray
-    outcome: np.ndarray
-    X: np.ndarray                      # centred and scaled design, (n, p)
-    terms: tuple[str, ...]
-    level_counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    out_of_range: Mapping[str, int] = field(default_factory=dict)
-
-
-def design_matrix(columns: Mapping[str, Sequence], covariates: Sequence[Covariate]):
-    """The design (treatment contrasts; numeric (x - center) / scale) with level counts and
-    the number of values outside each declared range."""
-    cols, terms, counts, outside = [], [], {}, {}
-    for cov in covariates:
-        values = np.asarray(columns[cov.name])
-        if cov.levels is None:
-            x = values.astype(float)
-            if cov.range is not None:
-                outside[cov.name] = int(np.sum((x < cov.range[0]) | (x > cov.range[1])))
-            cols.append((x - cov.center) / cov.scale)
-        else:
-            text = values.astype(str)
-            counts[cov.name] = {lev: int(np.sum(text == lev)) for lev in cov.levels}
-            unknown = int(np.sum(~np.isin(text, cov.levels)))
-            if unknown:
-                outside[cov.name] = unknown
-            cols.extend((text == lev).astype(float) for lev in cov.levels[1:])
-        terms.extend(cov.terms)
-    n = len(next(iter(columns.values()))) if columns else 0
-    X = np.column_stack(cols) if cols else np.zeros((n, 0))
-    return X, tuple(terms), counts, outside
 
 
 def check_size(n: int, p: int, policy: CoxSitePolicy) -> list[str]:
@@ -111,11 +51,6 @@ def check_levels(level_counts: Mapping[str, Mapping[str, int]], policy: CoxSiteP
     return [f"level {lev!r} of {name} has {c} patients here, fewer than {policy.min_level_size}"
             for name, levels in level_counts.items() for lev, c in levels.items()
             if 0 < c < policy.min_level_size]
-
-
-def check_ranges(out_of_range: Mapping[str, int]) -> list[str]:
-    return [f"{c} values of {name} outside the declared range or levels"
-            for name, c in out_of_range.items() if c]
 
 
 def check_pooled_bins(pooled_exits, policy: CoxSitePolicy) -> list[str]:
@@ -150,40 +85,3 @@ def check_round(round_no: int, policy: CoxSitePolicy) -> list[str]:
     if round_no > policy.max_rounds:
         return [f"round {round_no} exceeds the {policy.max_rounds} rounds a model may take"]
     return []
-
-
-def refusal_reasons(data: CoxSiteData, beta, round_no: int, pooled_exits,
-                    policy: CoxSitePolicy | None) -> list[str]:
-    """All reasons to refuse this round; without a policy only what the arithmetic needs."""
-    if policy is None:
-        b = np.asarray(beta, dtype=float)
-        return [] if np.all(np.isfinite(b)) and b.shape == (data.X.shape[1],) else ["beta is not finite"]
-    reasons = (check_size(len(data.time_bin), data.X.shape[1], policy)
-               + check_levels(data.level_counts, policy)
-               + check_ranges(data.out_of_range)
-               + check_round(round_no, policy)
-               + check_beta(beta, data.X, policy))
-    if pooled_exits is not None:
-        reasons += check_pooled_bins(pooled_exits, policy)
-    return reasons
-
-
-def answer_round(data: CoxSiteData, beta, n_bins: int, *, kind: str = "cox", round_no: int = 1,
-                 pooled_exits=None, policy: CoxSitePolicy | None = None,
-                 cause: int = 1) -> CoxBinSums | FineGrayBinSums:
-    """This site's sums for beta, or RefusedError naming every rule that applies.
-
-    pooled_exits: the pooled exits per bin from round 1 (None in round 1 itself).
-    kind "cox": the event is outcome == cause, anything else censored (as R); "finegray":
-    outcome 0 censored, cause the event, any other code competing.
-    """
-    reasons = refusal_reasons(data, beta, round_no, pooled_exits, policy)
-    if reasons:
-        raise RefusedError("refused: " + "; ".join(reasons))
-    o = np.asarray(data.outcome)
-    if kind == "cox":
-        return cox_bin_sums(data.time_bin, o == cause, data.X, beta, n_bins)
-    if kind == "finegray":
-        fg = np.where(o == cause, 1, np.where(o == 0, 0, 2))
-        return finegray_bin_sums(data.time_bin, fg, data.X, beta, n_bins)
-    raise ValueError(f"kind must be 'cox' or 'finegray', not {kind!r}")
