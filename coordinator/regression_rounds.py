@@ -32,6 +32,7 @@ from coordinator.cox import (
 from coordinator.finegray import FineGrayBinSums, finegray_path, finegray_result_dict
 from coordinator.results import jsonable
 from coordinator.secure_round import RoundResult, Transport, new_query
+from protocol import fixedpoint
 from protocol.errors import AggregationError
 from protocol.keys import PartyKeys
 from protocol.masking import sum_masked128
@@ -39,20 +40,18 @@ from protocol.plan import Analysis, Plan
 from protocol.query import MessageError, decode_reply
 from protocol.regression import (
     Step,
-    decode_values,
     model_cells,
     model_grid,
     model_patterns,
     model_strata,
     model_terms,
-    regdropped_key,
     regression_analyses,
-    regsurv_key,
     split_models,
     step_cells,
     uses_patterns,
 )
 from protocol.roster import Roster
+from protocol.tallies import regdropped_key, regsurv_key
 
 # A model's path stops well within this; the bound only guards against a path that never ends.
 MAX_ROUNDS = 200
@@ -237,7 +236,7 @@ def run_regressions(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
         if any(len(p) != cells for p in payloads):
             raise AggregationError(f"regression round {round_no}: a reply has the wrong length; the masks cannot cancel")
         sizes.append(len(payloads[0]) * 16 if payloads else 0)
-        values = split_models(plan, step, decode_values(sum_masked128(payloads)))
+        values = split_models(plan, step, fixedpoint.decode(sum_masked128(payloads)))
         say(f"round {round_no}: sums for {', '.join(values)} from {len(sites)} sites")
         nxt: dict[str, np.ndarray] = {}
         for name, v in values.items():

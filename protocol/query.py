@@ -24,8 +24,8 @@ import json
 import math
 import re
 import struct
-from functools import cached_property
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from protocol.errors import FedsurvError

@@ -22,14 +22,12 @@ score-residual matrix at beta (a CoxPoint), which add up over sites without a sh
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from protocol import fixedpoint
 from protocol.errors import FedsurvError
 from protocol.plan import Analysis, Plan, grid_bins
 
@@ -114,14 +112,6 @@ def model_cells(plan: Plan, a: Analysis) -> int:
     return len(model_strata(plan, a)) * n_bins * (6 + 5 * p + 5 * p * p)
 
 
-def regsurv_key(name: str) -> str:
-    return f"regsurv:{name}"
-
-
-def regdropped_key(name: str) -> str:
-    return f"regdropped:{name}"
-
-
 @dataclass(frozen=True)
 class Step:
     """One Newton round's broadcast: beta per model and the pooled exits from round 1.
@@ -160,8 +150,6 @@ class Step:
         e = dict(self.pooled_exits).get(name)
         return None if e is None else np.array(e, dtype=np.int64)
 
-    def canonical(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
 def check_step(plan: Plan, step: Step) -> list[str]:
@@ -188,15 +176,6 @@ def check_step(plan: Plan, step: Step) -> list[str]:
         if a is not None and len(e) != len(model_strata(plan, a)) * model_grid(plan, a).n_bins:
             reasons.append(f"{name}: pooled exits have {len(e)} values, not one per stratum and bin")
     return reasons
-
-
-def encode_values(values: np.ndarray) -> np.ndarray:
-    """A site's round vector (floats) as (n, 2) 128-bit fixed-point words."""
-    return fixedpoint.encode(values)
-
-
-def decode_values(words: np.ndarray) -> np.ndarray:
-    return fixedpoint.decode(words)
 
 
 def split_models(plan: Plan, step: Step, values: np.ndarray) -> dict[str, np.ndarray]:

@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterable
 
-from protocol.keys import KEY_BYTES, KeyMaterialError, PartyKeys, PartyPublic, b64, generate_party, unb64
+from protocol.keys import (
+    KEY_BYTES,
+    KeyMaterialError,
+    PartyKeys,
+    PartyPublic,
+    b64,
+    generate_party,
+    unb64,
+)
 
 COORDINATOR_NAME = "coordinator"
 

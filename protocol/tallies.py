@@ -46,6 +46,14 @@ def surv_key(endpoint: str, variables: tuple[str, ...]) -> str:
     return f"surv:{endpoint}:{'*'.join(variables)}"
 
 
+def regsurv_key(model: str) -> str:
+    return f"regsurv:{model}"
+
+
+def regdropped_key(model: str) -> str:
+    return f"regdropped:{model}"
+
+
 def dropped_key(endpoint: str, variables: tuple[str, ...]) -> str:
     return f"dropped:{endpoint}:{'*'.join(variables)}"
 
@@ -99,8 +107,8 @@ def layout(plan: Plan) -> tuple[Block, ...]:
             from protocol.regression import model_grid, model_patterns, model_strata
 
             shape = (len(model_strata(plan, a)), len(model_patterns(plan, a)), model_grid(plan, a).n_bins, 3)
-            blocks.append(Block(f"regsurv:{a.name}", shape))
-            blocks.append(Block(f"regdropped:{a.name}", (1,)))
+            blocks.append(Block(regsurv_key(a.name), shape))
+            blocks.append(Block(regdropped_key(a.name), (1,)))
     for v in described_variables(plan):
         var = plan.variable(v)
         if var.is_numeric:

@@ -42,7 +42,14 @@ import numpy as np
 
 from protocol.errors import FedsurvError
 from protocol.plan import DAYS_PER_UNIT, KINDS, TIME_UNITS, Plan
-from protocol.tallies import CELL_SEPARATOR, Tallies, cell_labels, described_variables, stratifications, surv_key
+from protocol.tallies import (
+    CELL_SEPARATOR,
+    Tallies,
+    cell_labels,
+    described_variables,
+    stratifications,
+    surv_key,
+)
 from site_node.cox_site import CoxSitePolicy
 from site_node.dp_ledger import PrivacyPolicy, PrivacyPolicyError, parse_privacy_policy
 

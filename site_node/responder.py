@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from protocol import fixedpoint
 from protocol.dp_plan import NoiseParameters, PrivacyPlanError, noise_parameters
 from protocol.errors import FedsurvError, RefusedError
 from protocol.keys import PartyKeys, b64
@@ -64,7 +65,6 @@ from protocol.regression import (
     Step,
     StepError,
     check_step,
-    encode_values,
     regression_analyses,
 )
 from protocol.roster import Roster
@@ -419,7 +419,7 @@ class SiteNode:
             raise _Refuse("refused", reasons)
         values = np.concatenate([model_values(plan, by_name[n], models[n], step.beta(n)) for n, _ in step.betas])
         try:
-            words = encode_values(values)
+            words = fixedpoint.encode(values)
         except (ValueError, FloatingPointError) as e:
             raise _Refuse("refused", [f"the sums at this beta cannot be sent exactly ({e})"]) from None
         masked = self._masker.mask128(words, query.query_id, query.plan_sha256, query.participants, self._peers)

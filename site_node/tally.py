@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from protocol.plan import Plan
-from protocol.tallies import Tallies, cell_index, dropped_key, layout
+from protocol.tallies import (
+    Tallies,
+    cell_index,
+    dropped_key,
+    layout,
+    regdropped_key,
+    regsurv_key,
+)
 from site_node.prepared import PreparedData
 
 # Largest bin width for which integer ceil division provably equals the float rule
@@ -181,8 +188,8 @@ def compute_tallies(plan: Plan, data: PreparedData) -> Tallies:
             md = model_data(plan, a, data)
             from protocol.regression import model_grid
 
-            arrays[f"regsurv:{a.name}"] = md.counts(model_grid(plan, a).n_bins)
-            arrays[f"regdropped:{a.name}"] = np.array([md.dropped], dtype=np.int64)
+            arrays[regsurv_key(a.name)] = md.counts(model_grid(plan, a).n_bins)
+            arrays[regdropped_key(a.name)] = np.array([md.dropped], dtype=np.int64)
     missing_keys = [b.key for b in blocks if b.key not in arrays]
     if missing_keys:
         raise AssertionError(f"no tally computed for {missing_keys}")
