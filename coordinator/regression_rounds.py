@@ -31,13 +31,12 @@ from coordinator.cox import (
 )
 from coordinator.finegray import FineGrayBinSums, finegray_path, finegray_result_dict
 from coordinator.results import jsonable
-from coordinator.secure_round import RoundResult, Transport, new_query
+from coordinator.secure_round import RoundResult, Transport, collect_replies, new_query
 from protocol import fixedpoint
 from protocol.errors import AggregationError
 from protocol.keys import PartyKeys
 from protocol.masking import sum_masked128
 from protocol.plan import Analysis, Plan
-from protocol.query import MessageError, decode_reply
 from protocol.regression import (
     Step,
     model_cells,
@@ -201,30 +200,10 @@ def run_regressions(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
                     tuple((n, exits[n]) for n in pending))
         query, request = new_query(plan, coordinator, sites, ttl_seconds, clock, step=step.to_dict())
         query_ids.append(query.query_id)
-        raw = transport({s: request for s in sites})
-        payloads, failed, evidence = [], [], []
-        for s in sites:
-            r = raw.get(s)
-            why = None
-            if r is None or isinstance(r, BaseException):
-                why = "did not answer" + (f" ({r.__class__.__name__}: {r})" if isinstance(r, BaseException) else "")
-            else:
-                try:
-                    reply = decode_reply(r)  # type: ignore[arg-type]
-                except MessageError as e:
-                    reply, why = None, f"sent an unreadable reply ({e})"
-                if reply is not None:
-                    if reply.site != s or not reply.verify(roster.site(s).signing_public):
-                        why = "sent a reply whose signature does not verify against the roster"
-                    elif reply.status != "ok":
-                        why = f"{reply.status} ({reply.reason})"
-                        evidence.append(reply.encode())
-                    elif reply.query_id != query.query_id:
-                        why = "answered a different query"
-                    else:
-                        payloads.append(np.frombuffer(reply.payload, dtype="<u8").reshape(-1, 2))
-            if why:
-                failed.append((s, why))
+        got = collect_replies(query, roster, transport({s: request for s in sites}), sites)
+        failed = [(s, f"{r.status} ({r.reason})") for s, r in got.failed.items()] + list(got.silent.items())
+        evidence = [r.encode() for r in got.failed.values()]
+        payloads = [np.frombuffer(got.ok[s].payload, dtype="<u8").reshape(-1, 2) for s in sites if s in got.ok]
         if failed:
             # Sites refusing for the same reason (a pooled rule, say) are named once together.
             by_reason: dict[str, list[str]] = {}

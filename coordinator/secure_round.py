@@ -51,14 +51,16 @@ def new_query(plan: Plan, coordinator: PartyKeys, participants: Sequence[str], t
 
 
 @dataclass
-class _Collected:
+class Collected:
     ok: dict[str, Reply]
     failed: dict[str, Reply]  # signed refusals and errors for this query
     silent: dict[str, str]  # site -> why its answer does not count
 
 
-def _collect(query: Query, roster: Roster, raw: Mapping[str, object], sites: Sequence[str]) -> _Collected:
-    out = _Collected({}, {}, {})
+def collect_replies(query: Query, roster: Roster, raw: Mapping[str, object], sites: Sequence[str]) -> Collected:
+    """Sort a transport's answers to `query`: verified "ok" replies, signed refusals and errors,
+    and sites whose answer does not count (silent, unreadable, unsigned, another query)."""
+    out = Collected({}, {}, {})
     for s in sites:
         r = raw.get(s)
         if r is None:
@@ -120,7 +122,7 @@ def run_plan_secure(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
         query, request = new_query(plan, coordinator, participants, ttl_seconds, clock, rerun_of, evidence)
         query_ids.append(query.query_id)
         say(f"query {query.query_id[:8]}: asking {len(participants)} sites ({', '.join(participants)})")
-        got = _collect(query, roster, transport({s: request for s in participants}), participants)
+        got = collect_replies(query, roster, transport({s: request for s in participants}), participants)
         if approval_wait_seconds > 0:
             _wait_for_approval(query, request, roster, transport, got, clock, sleep, approval_wait_seconds, say)
         for s, r in got.failed.items():
@@ -142,7 +144,7 @@ def run_plan_secure(plan: Plan, transport: Transport, coordinator: PartyKeys, ro
         participants = sorted(got.ok)
 
 
-def _wait_for_approval(query: Query, request: bytes, roster: Roster, transport: Transport, got: _Collected,
+def _wait_for_approval(query: Query, request: bytes, roster: Roster, transport: Transport, got: Collected,
                        clock: Callable[[], float], sleep: Callable[[float], None], wait: float,
                        say: Callable[[str], None]) -> None:
     deadline = min(query.expires_at, clock() + wait)
@@ -152,7 +154,7 @@ def _wait_for_approval(query: Query, request: bytes, roster: Roster, transport: 
             return
         say(f"waiting for manual approval at {', '.join(waiting)}")
         sleep(APPROVAL_POLL_SECONDS)
-        again = _collect(query, roster, transport({s: request for s in waiting}), waiting)
+        again = collect_replies(query, roster, transport({s: request for s in waiting}), waiting)
         for s in waiting:
             if s in again.ok:
                 got.ok[s] = again.ok[s]
