@@ -56,6 +56,17 @@ def privacy_text(info: dict[str, Any]) -> list[str]:
     return out
 
 
+def stratum_table(label: str, cell: np.ndarray, times: np.ndarray, outcomes: list[str]) -> list[str]:
+    """One stratum's (bins, outcomes) counts as text: the bins holding anyone, a column per outcome."""
+    out = [f"  stratum {label}: {int(cell.sum())} patients"]
+    rows = np.flatnonzero(cell.sum(axis=1))
+    width = max(12, *(len(o) + 2 for o in outcomes))
+    if rows.size:
+        out.append("    " + f"{'time':>10}" + "".join(f"{o:>{width}}" for o in outcomes))
+    out += ["    " + f"{times[r]:>10g}" + "".join(f"{int(v):>{width}}" for v in cell[r]) for r in rows]
+    return out
+
+
 def preview_text(pv: Any, plan: Any) -> str:
     from protocol.tallies import cell_labels
 
@@ -76,37 +87,23 @@ def preview_text(pv: Any, plan: Any) -> str:
             out.append("")
             out.append(f"[{b.key}] endpoint {ep}, by {' x '.join(vs) or 'nothing'}; "
                        f"{dropped} row(s) dropped for a missing stratum")
-            times = plan.bin_times()
             for label, cell in zip(cell_labels(plan, vs), a):
-                out.append(f"  stratum {label}: {int(cell.sum())} patients")
-                rows = np.flatnonzero(cell.sum(axis=1))
-                width = max(12, *(len(o) + 2 for o in outcomes))
-                if rows.size:
-                    out.append("    " + f"{'time':>10}" + "".join(f"{o:>{width}}" for o in outcomes))
-                for r in rows:
-                    out.append("    " + f"{times[r]:>10g}" + "".join(f"{int(v):>{width}}" for v in cell[r]))
+                out += stratum_table(label, cell, plan.bin_times(), outcomes)
         elif b.key.startswith("regsurv:"):
-            name = b.key.split(":", 1)[1]
-            a = next(x for x in plan.analyses if x.name == name)
-            dropped = int(pv.tallies[f"regdropped:{name}"][0])
-            out.append("")
-            out.append(f"[{b.key}] {a.kind} model {name}: its rows by stratum, bin and outcome; "
-                       f"{dropped} row(s) left out for a missing covariate")
             from protocol.regression import model_grid, model_strata
 
-            times = model_grid(plan, a).bin_times()
-            outcomes = ["censored", a.cause or "event", "competing"]
+            name = b.key.split(":", 1)[1]
+            model = next(x for x in plan.analyses if x.name == name)
+            dropped = int(pv.tallies[f"regdropped:{name}"][0])
+            out.append("")
+            out.append(f"[{b.key}] {model.kind} model {name}: its rows by stratum, bin and outcome; "
+                       f"{dropped} row(s) left out for a missing covariate")
             if b.shape[1] > 1:
                 out.append(f"  by {b.shape[1]} covariate patterns (a categorical Cox model is fitted from these "
                            "counts; shown here summed over patterns, in full with --json)")
-            for label, by_pattern in zip(model_strata(plan, a), pv.tallies[b.key]):
-                cell = by_pattern.sum(axis=0)
-                out.append(f"  stratum {label}: {int(cell.sum())} patients")
-                rows = np.flatnonzero(cell.sum(axis=1))
-                if rows.size:
-                    out.append("    " + f"{'time':>10}" + "".join(f"{o:>12}" for o in outcomes))
-                for r in rows:
-                    out.append("    " + f"{times[r]:>10g}" + "".join(f"{int(v):>12}" for v in cell[r]))
+            outcomes = ["censored", model.cause or "event", "competing"]
+            for label, by_pattern in zip(model_strata(plan, model), a):
+                out += stratum_table(label, by_pattern.sum(axis=0), model_grid(plan, model).bin_times(), outcomes)
         elif b.key.startswith("count:"):
             v = plan.variable(b.key.split(":", 1)[1])
             out.append("")
