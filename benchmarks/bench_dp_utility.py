@@ -1,8 +1,13 @@
 """Utility of distributed DP: RMSE of S(24 months) against the exact pooled estimate.
 
 Cohorts of N = 200, 1,000 and 10,000 patients with exponential survival (S(24) = 0.58,
-the demo's overall survival) and uniform censoring over 0 to 48 months, cut at a 36-month
-horizon, are tallied on monthly and quarterly bins. Each repetition draws a new cohort, adds
+the seed study's overall survival at 24 months), cut at a 36-month horizon, are tallied on
+monthly and quarterly bins, under two censoring patterns:
+- ``heavy``: uniform over 0 to 48 months (half the patients censored before 24 months);
+- ``study``: uniform over 12 to 96 months, as in the seed study (accrual over 7 years, at
+  least a year of follow-up for everyone alive): no censoring in the first year.
+RMSE depends on the cohort, not only on N: the noise moves each hazard d_j / n_j by
+sigma / n_j, so heavy early censoring (smaller n_j) costs accuracy. Each repetition draws a new cohort, adds
 the noise of the requested epsilon (delta = 1e-6, one histogram per patient, deduplicated
 sites) with the exact sampler, clips the cells at 0 (coordinator/dp_postprocess.py) and
 compares the Kaplan-Meier S(24) with that of the same cohort without noise.
@@ -48,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.dp_postprocess import (
+    KM_ESTIMATES,
     clip_histogram,
     km_dp_intervals,
     km_on_grid,
@@ -79,10 +85,13 @@ endpoint = "os"
 """
 
 
-def cohort_histogram(n: int, width: int, rng: np.random.Generator) -> np.ndarray:
+CENSORING = {"heavy": (0.0, 48.0), "study": (12.0, 96.0)}
+
+
+def cohort_histogram(n: int, width: int, rng: np.random.Generator, censoring: str = "heavy") -> np.ndarray:
     """(bins, 2) counts: bin ceil(t / w), censored past the horizon (site_node.tally's rule)."""
     death = rng.exponential(1 / HAZARD, n)
-    censor = rng.uniform(0, 48, n)
+    censor = rng.uniform(*CENSORING[censoring], n)
     t = np.minimum(death, censor)
     event = (death <= censor).astype(np.int64)
     past = t > HORIZON
@@ -105,10 +114,11 @@ def shares(epsilon: float, width: int) -> dict[str, tuple[NoiseShare, int]]:
             "skellam": (skel.share, skel.honest_sites)}
 
 
-def rmse(n: int, width: int, share: NoiseShare, parties: int, reps: int, rng: np.random.Generator) -> float:
+def rmse(n: int, width: int, share: NoiseShare, parties: int, reps: int, rng: np.random.Generator,
+         censoring: str) -> float:
     col = REPORT // width
     errors = []
-    hists = [cohort_histogram(n, width, rng) for _ in range(reps)]
+    hists = [cohort_histogram(n, width, rng, censoring) for _ in range(reps)]
     size = hists[0].size
     noise = share.sample(reps * parties * size).reshape(reps, parties, *hists[0].shape).sum(axis=1)
     for h, z in zip(hists, noise):
@@ -140,15 +150,15 @@ def km_floor(counts: np.ndarray, b: int, sigma: float) -> float:
 VARIANTS = ("clip", "clip, bias-corrected", "KM default", "unclipped", "isotonic")
 
 
-def variants(n: int, width: int, sigma: float, reps: int, boot: int,
-             rng: np.random.Generator) -> tuple[dict[str, float], float]:
+def variants(n: int, width: int, sigma: float, reps: int, boot: int, rng: np.random.Generator,
+             censoring: str) -> tuple[dict[str, float], float]:
     """RMSE of S(24) per post-processing of the same central-sigma releases, and the RMS floor."""
     col = REPORT // width
     share = NoiseShare("gaussian", rational_variance(sigma))
     errors: dict[str, list[float]] = {k: [] for k in VARIANTS}
     floors = []
     for _ in range(reps):
-        h = cohort_histogram(n, width, rng)
+        h = cohort_histogram(n, width, rng, censoring)
         y = h + share.sample(h.size).reshape(h.shape)
         exact = km_on_grid(h)[0][col]
         errors["clip"].append(km_on_grid(clip_histogram(y)[0])[0][col] - exact)
@@ -192,12 +202,12 @@ def fixed_cohorts() -> dict[str, tuple[np.ndarray, list[float]]]:
 def km_coverage(cohort, width: float, times: list[float], sigma: float, reps: int, boot: int,
                 rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """Per centre: coverage and RMSE at the report times over ``reps`` releases, and how often the
-    rule chose the unclipped centre. ``cohort`` is a (bins, 2) array or a function of rng giving one."""
+    rule chose each estimate. ``cohort`` is a (bins, 2) array or a function of rng giving one."""
     idx = [int(t // width) for t in times]
     share = NoiseShare("gaussian", rational_variance(sigma))
     hits = {c: [] for c in KM_CENTRES}
     errs = {c: [] for c in KM_CENTRES}
-    raw_chosen = []
+    chosen = []
     for _ in range(reps):
         h = cohort(rng) if callable(cohort) else cohort
         exact = km_on_grid(h)[0][idx]
@@ -207,34 +217,38 @@ def km_coverage(cohort, width: float, times: list[float], sigma: float, reps: in
             hits[c].append((iv.lower[idx] <= exact) & (exact <= iv.upper[idx]))
             errs[c].append(iv.estimate[idx] - exact)
             if c == "auto":
-                raw_chosen.append(iv.centre == "unclipped")
-    return {c: (np.mean(hits[c], axis=0), np.sqrt(np.mean(np.square(errs[c]), axis=0)), float(np.mean(raw_chosen)))
-            for c in KM_CENTRES}
+                chosen.append(iv.centre)
+    picks = " / ".join(f"{chosen.count(k) / len(chosen):.2f}" for k in KM_ESTIMATES)
+    return {c: (np.mean(hits[c], axis=0), np.sqrt(np.mean(np.square(errs[c]), axis=0)), picks) for c in KM_CENTRES}
 
 
 def coverage_table(reps: int, boot: int, rng: np.random.Generator) -> None:
     sigma = 4.53
     print(f"\nKaplan-Meier limits under noise (sigma {sigma}, {reps} releases, {boot} bootstrap draws): coverage "
-          f"of the cohort's exact pooled S by the 95% limits, and RMSE, at five report times; `auto` = "
-          f"km_dp_intervals's default, `unclipped` = share of releases where it released the unclipped estimate.\n")
-    print("| cohort | times | coverage clipped | coverage auto | RMSE clipped | RMSE auto | unclipped |")
+          f"of the cohort's exact pooled S by the 95% limits, and RMSE, at five report times; `bias-corrected` = "
+          f"the clipped bias-corrected estimate with limits around it (centre='clipped'), `auto` = "
+          f"km_dp_intervals's default, `released` = share of releases where it released the clipped / bias-corrected "
+          f"/ unclipped estimate.\n")
+    print("| cohort | times | coverage bias-corrected | coverage auto | RMSE bias-corrected | RMSE auto | released |")
     print("|---|---|---|---|---|---|---:|")
     for name, (h, times) in fixed_cohorts().items():
         width = float(name.split(", ")[1].split("-")[0])
         res = km_coverage(h, width, times, sigma, reps, boot, rng)
         _coverage_row(name, times, res)
-    for n, width, label in ((200, 1, "monthly"), (200, 3, "quarterly"), (1_000, 1, "monthly")):
+    for n, width, label, cens in ((200, 1, "monthly", "heavy"), (200, 1, "monthly", "study"), (200, 3, "quarterly", "heavy"),
+                                  (1_000, 1, "monthly", "heavy")):
         times = [6, 12, 24, 30]
-        res = km_coverage(lambda r, n=n, w=width: cohort_histogram(n, w, r), float(width), times, sigma, reps, boot, rng)
-        _coverage_row(f"exponential N = {n:,}, {label}", times, res)
+        res = km_coverage(lambda r, n=n, w=width, c=cens: cohort_histogram(n, w, r, c), float(width), times, sigma,
+                          reps, boot, rng)
+        _coverage_row(f"exponential N = {n:,}, {label}, {cens} censoring", times, res)
 
 
-def _coverage_row(name: str, times: list[float], res: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> None:
+def _coverage_row(name: str, times: list[float], res: dict[str, tuple[np.ndarray, np.ndarray, str]]) -> None:
     def fmt(a: np.ndarray, d: int) -> str:
         return " ".join(f"{v:.{d}f}" for v in a)
 
     print(f"| {name} | {' '.join(f'{t:g}' for t in times)} | {fmt(res['clipped'][0], 3)} | {fmt(res['auto'][0], 3)} | "
-          f"{fmt(res['clipped'][1], 3)} | {fmt(res['auto'][1], 3)} | {res['auto'][2]:.2f} |", flush=True)
+          f"{fmt(res['clipped'][1], 3)} | {fmt(res['auto'][1], 3)} | {res['auto'][2]} |", flush=True)
 
 
 def main() -> None:
@@ -252,37 +266,40 @@ def main() -> None:
         return
     print("## Distributed differential privacy: utility\n")
     print(f"RMSE of the Kaplan-Meier S(24 months) against the same cohort's exact pooled estimate, "
-          f"{reps} cohorts per cell; exponential survival with S(24) = 0.58, delta = {DELTA:g}, one histogram "
+          f"{reps} cohorts per cell; exponential survival with S(24) = 0.58, censoring `heavy` (uniform on 0-48 "
+          f"months) or `study` (uniform on 12-96 months, like the seed study's follow-up), delta = {DELTA:g}, one histogram "
           f"per patient, cells clipped at 0. Columns: `sigma` = the total noise the budget needs; "
           f"`floor` and `skellam` = {PARTICIPANTS} sites with {COLLUDING} tolerated colluder (t = "
           f"{PARTICIPANTS - COLLUDING} honest shares), below the 1.5 floor raised or Skellam.\n")
-    print("| bins | N | epsilon | sigma | RMSE sigma | floor: sigma total | RMSE floor | skellam: sigma total "
-          "| RMSE skellam |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for width, label in ((1, "monthly"), (3, "quarterly")):
-        for n in (200, 1_000, 10_000):
-            for eps in (1.0, 3.0, 10.0):
-                sh = shares(eps, width)
-                row = [label, f"{n:,}", f"{eps:g}", f"{sh['sigma'][0].sigma:.2f}"]
-                for key in ("sigma", "floor", "skellam"):
-                    share, parties = sh[key]
-                    if key != "sigma":
-                        row.append(f"{share.sigma * math.sqrt(parties):.2f}")
-                    row.append(f"{rmse(n, width, share, parties, reps, rng):.4f}")
-                print("| " + " | ".join(row) + " |", flush=True)
+    print("| censoring | bins | N | epsilon | sigma | RMSE sigma | floor: sigma total | RMSE floor "
+          "| skellam: sigma total | RMSE skellam |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for cens in CENSORING:
+        for width, label in ((1, "monthly"), (3, "quarterly")):
+            for n in (200, 1_000, 10_000):
+                for eps in (1.0, 3.0, 10.0):
+                    sh = shares(eps, width)
+                    row = [cens, label, f"{n:,}", f"{eps:g}", f"{sh['sigma'][0].sigma:.2f}"]
+                    for key in ("sigma", "floor", "skellam"):
+                        share, parties = sh[key]
+                        if key != "sigma":
+                            row.append(f"{share.sigma * math.sqrt(parties):.2f}")
+                        row.append(f"{rmse(n, width, share, parties, reps, rng, cens):.4f}")
+                    print("| " + " | ".join(row) + " |", flush=True)
     print(f"\nPost-processings of the same releases at the budget's sigma (central noise), RMSE of S(24) against "
           f"the exact pooled estimate, {reps} cohorts per cell, {args.boot} bootstrap draws for the bias "
           f"correction; `floor` = RMS over the cohorts of sigma |grad S(24)| on the exact counts (the first-order "
           f"bound for unbiased post-processing).\n")
-    print("| bins | N | epsilon | sigma | " + " | ".join(f"RMSE {v}" for v in VARIANTS) + " | floor |")
-    print("|---|---:|---:|---:|" + "---:|" * (len(VARIANTS) + 1))
-    for width, label in ((1, "monthly"), (3, "quarterly")):
-        for n in (200, 1_000, 10_000):
-            for eps in (1.0, 3.0, 10.0):
-                sigma = shares(eps, width)["sigma"][0].sigma
-                res, floor = variants(n, width, sigma, reps, args.boot, rng)
-                print(f"| {label} | {n:,} | {eps:g} | {sigma:.2f} | " + " | ".join(f"{res[v]:.4f}" for v in VARIANTS)
-                      + f" | {floor:.4f} |", flush=True)
+    print("| censoring | bins | N | epsilon | sigma | " + " | ".join(f"RMSE {v}" for v in VARIANTS) + " | floor |")
+    print("|---|---|---:|---:|---:|" + "---:|" * (len(VARIANTS) + 1))
+    for cens in CENSORING:
+        for width, label in ((1, "monthly"), (3, "quarterly")):
+            for n in (200, 1_000, 10_000):
+                for eps in ((1.0, 3.0, 10.0) if cens == "heavy" else (1.0,)):
+                    sigma = shares(eps, width)["sigma"][0].sigma
+                    res, floor = variants(n, width, sigma, reps, args.boot, rng, cens)
+                    print(f"| {cens} | {label} | {n:,} | {eps:g} | {sigma:.2f} | "
+                          + " | ".join(f"{res[v]:.4f}" for v in VARIANTS) + f" | {floor:.4f} |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

@@ -322,8 +322,8 @@ def _intervals_text(n_boot: int) -> str:
                 "withheld (null)")
     return (f"intervals, standard errors and p-values include the noise. Kaplan-Meier: Greenwood variance plus "
             f"the noise variance from a parametric bootstrap of {n_boot} noise draws, around the unclipped noisy "
-            f"counts' estimate; the estimate released is that one or the clipped counts' bootstrap bias-corrected "
-            f"one, whichever has the smaller estimated error, and the limits contain it (each curve's dp_centre "
+            f"counts' estimate; the estimate released is that one, the clipped counts' one or its bootstrap "
+            f"bias-corrected version, whichever has the smallest estimated error, and the limits contain it (each curve's dp_centre "
             f"says which and why). Cumulative incidence and RMST: estimated from the unclipped noisy counts "
             f"(unbiased to first order, where clipping is not), with the exact estimator's sampling variance "
             f"(infinitesimal jackknife, Miller) plus the noise variance from a parametric bootstrap of {n_boot} "
@@ -433,8 +433,8 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
         dp = km_dp_intervals(counts, s, spec.bootstrap, rng, cause=cause, method=spec.postprocess,
                              conf_level=level, conf_type=ctype, mechanism=mechanism)
         st = res["strata"][label]
-        st["dp_centre"] = DP_KM_RULE.format(which=DP_KM_CENTRE[dp.centre], clip=math.sqrt(dp.mse_clipped),
-                                            raw=math.sqrt(dp.mse_unclipped))
+        st["dp_centre"] = DP_KM_RULE.format(which=DP_KM_CENTRE[dp.centre], errors="; ".join(
+            f"{math.sqrt(v):.4f} {k}" for k, v in dp.mse.items()))
         for part, key in (("table", "time"), ("at_times", "time")):
             block = st.get(part)
             if not block:
@@ -464,12 +464,14 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
 
 
 DP_KM_CENTRE = {
-    "clipped": "the clipped counts' bootstrap bias-corrected estimate",
+    "clipped": "the clipped counts' estimate",
+    "bias-corrected": "the clipped counts' bootstrap bias-corrected estimate",
     "unclipped": "the unclipped noisy counts' estimate (unbiased to first order)",
 }
-DP_KM_RULE = ("estimate: {which}, the one with the smaller estimated root mean squared error over the curve "
-              "({clip:.4f} clipped, bias-corrected, counting what its correction may leave; {raw:.4f} unclipped); "
-              "limits: the unclipped estimate's, which are unbiased, widened where needed to contain the estimate")
+DP_KM_RULE = ("estimate: {which}: of three, the clipped one unless another's estimated root mean squared error "
+              "from the noise over the curve is clearly smaller ({errors}; each counting the bias the bootstrap "
+              "leaves it); limits: the unclipped estimate's, "
+              "which are unbiased, widened where needed to contain the estimate")
 
 
 def dp_km_quantiles(st: dict[str, Any], plan: Plan, dp: Any, level: float, ctype: str) -> None:

@@ -161,6 +161,41 @@ def test_km_limits_cover_on_sparse_and_dense_grids(r_cohorts):
     assert (lung["auto"][0] >= 0.90).all() and (lung["clipped"][0] < 0.5).all(), lung
 
 
+
+def test_small_cohorts_release_the_clipped_estimate_and_keep_coverage():
+    """150 fresh cohorts of 200 (exponential S(24) = 0.58, censoring uniform on 0-48 months), monthly
+    bins to 36 months, each released once at sigma 4.53: with 2 to 5 patients per cell and as much
+    noise, the plain clipped estimate is the most accurate and the rule keeps it for most curves
+    (144 of 150 here); the released estimate's RMSE at 12 and 24 months stays within 30% of the
+    clipped one's (measured 0.051 and 0.086 against 0.049 and 0.071: the 6 other picks cost), and
+    the limits (the unclipped ones, widened to contain it) still cover the exact S at 90% or more.
+
+    The rule before, between the bias-corrected and the unclipped estimate only, released an
+    estimate with RMSE 0.114 at 24 months in the same setting (bench_dp_utility, 200 cohorts)
+    against 0.063 clipped.
+    """
+    sigma, reps, idx = 4.53, 150, [12, 24]
+    rng = np.random.default_rng(41)
+    noise_src = SeededRandom(41)
+    hazard = -math.log(0.58) / 24
+    cover, err_auto, err_clip, picks = [], [], [], []
+    for _ in range(reps):
+        death, censor = rng.exponential(1 / hazard, 200), rng.uniform(0, 48, 200)
+        t, e = np.minimum(death, censor), (death <= censor).astype(np.int64)
+        counts = grid_counts(t, e, 1.0, 36.0)
+        exact = km_on_grid(counts)[0][idx]
+        y = counts + discrete_gaussian_array(rational_variance(sigma), counts.size, noise_src).reshape(counts.shape)
+        iv = km_dp_intervals(y, sigma, 100, rng, conf_type="log")
+        cover.append((iv.lower[idx] <= exact) & (exact <= iv.upper[idx]))
+        err_auto.append(iv.estimate[idx] - exact)
+        err_clip.append(km_on_grid(clip_histogram(y)[0])[0][idx] - exact)
+        picks.append(iv.centre)
+    rmse_auto = np.sqrt(np.mean(np.square(err_auto), axis=0))
+    rmse_clip = np.sqrt(np.mean(np.square(err_clip), axis=0))
+    assert picks.count("clipped") > 0.8 * reps, picks
+    assert (rmse_auto <= 1.3 * rmse_clip).all(), (rmse_auto, rmse_clip)
+    assert (np.mean(cover, axis=0) >= 0.90).all(), np.mean(cover, axis=0)
+
 MEDIAN_PLAN = """
 [plan]
 title = "median"
