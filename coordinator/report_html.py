@@ -933,8 +933,11 @@ def _dp_label(dp: Mapping[str, Any], kind: Any, res: Mapping[str, Any] | None = 
         covered = "its counts are noisy"
     else:
         covered = "its intervals and tests would ignore the noise, so they are withheld"
-    return _p(f"Differentially private estimate ({dp_parameters_text(dp)}): computed from noisy, "
-              f"post-processed counts; {covered}.", "dp-label")
+    label = _p(f"Differentially private estimate ({dp_parameters_text(dp)}): computed from noisy, "
+               f"post-processed counts; {covered}.", "dp-label")
+    if res and res.get("dp_warning"):
+        label += f'<div class="note warn" role="note">Grid and noise: {_e(str(res["dp_warning"]))}.</div>'
+    return label
 
 
 def render_report(

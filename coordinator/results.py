@@ -302,6 +302,7 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
         elif a.kind == "proportion" or (a.kind in DP_UNCERTAINTY and spec.bootstrap >= 2):
             DP_UNCERTAINTY[a.kind](res, released, noisy, plan, a, sigma_sum, rng, mechanism)
     withheld = _withhold_noise_blind_uncertainty(doc["analyses"])
+    warnings = _dp_grid_warnings(doc["analyses"], released, plan, sigma_sum)
     doc["privacy"] = {
         "note": DP_NOTE,
         "withheld": withheld,
@@ -311,8 +312,34 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
         "spec": spec.to_dict(),
         "postprocessing": applied,
         "intervals": _intervals_text(spec.bootstrap),
+        "warnings": warnings,
     }
     return doc
+
+
+def _dp_grid_warnings(analyses: dict[str, Any], released: Tallies, plan: Plan, sigma: float) -> dict[str, str]:
+    """Per survival analysis, where its curves' grid is too fine for the noise (coordinator.dp_warnings);
+    also put in the analysis as ``dp_warning``."""
+    from coordinator.dp_warnings import grid_warning, warning_text
+
+    out = {}
+    times = plan.bin_times()
+    for a in plan.analyses:
+        res = analyses.get(a.name)
+        if a.kind not in ("km", "cif", "rmst", "logrank", "gray") or res is None or "undefined" in res:
+            continue
+        hist = released[surv_key(a.endpoint, a.stratification)]  # type: ignore[arg-type]
+        notes = []
+        for label, counts in _cells(hist, plan, a.stratification).items():
+            if label == "all" and a.groups:
+                continue  # not a curve these analyses show
+            s = sigma * math.sqrt(hist.shape[0]) if label == "all" and a.stratification else sigma
+            text = warning_text(grid_warning(counts, s), times, plan.time_unit, plan.bin_width)
+            if text:
+                notes.append(text if label == "all" and not a.stratification else f"{label}: {text}")
+        if notes:
+            out[a.name] = res["dp_warning"] = "; ".join(notes)
+    return out
 
 
 def _intervals_text(n_boot: int) -> str:

@@ -97,5 +97,7 @@ def summarize(results: dict[str, Any]) -> str:
                 else:
                     parts = ", ".join(f"{lvl} {c['count']} ({num(c['percent'])}%)" for lvl, c in d["levels"].items())
                     lines.append(f"  {v:<14} {parts}" + (f", missing {d['missing']}" if d.get("missing") else ""))
+        if a.get("dp_warning"):
+            lines.append(f"  noise warning: {a['dp_warning']}")
         lines.append("")
     return "\n".join(lines)

@@ -249,6 +249,7 @@ def test_without_privacy_nothing_changes(lung_sites):
     assert results["analyses"] == again["analyses"] == pooled_results(plan, exact, [])["analyses"]
     assert "privacy" not in results and all(isinstance(s["n"], int) for s in results["sites"])
     assert "Differentially private" not in render_report(results)[0]
+    assert not any("dp_warning" in a for a in results["analyses"].values())
 
 
 def test_fedsurv_run_labels_the_summary_and_the_report(lung_sites, tmp_path):
@@ -266,6 +267,13 @@ def test_fedsurv_run_labels_the_summary_and_the_report(lung_sites, tmp_path):
            f"discrete Gaussian noise)" in html
     assert html.count('class="dp-label"') == len(results["analyses"])
     assert "withheld (DP)" in html
+    # lung on 30-day bins at this sigma: sex group 2 holds about 1.6 deaths a bin against a noise SD
+    # of about 3.3 per cell (coordinator.dp_warnings); the results, the summary and the report say so
+    warning = results["privacy"]["warnings"]["os_by_sex"]
+    assert warning == results["analyses"]["os_by_sex"]["dp_warning"]
+    assert "2: from" in warning and "the grid is too fine for the noise" in warning
+    assert f"noise warning: {warning}" in out.output
+    assert "Grid and noise: " in html and "the grid is too fine for the noise" in html
 
 
 def test_an_analysis_the_noise_makes_undefined_does_not_lose_the_release(lung_sites):
