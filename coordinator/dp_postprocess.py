@@ -226,13 +226,14 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
     privacy cost.
 
     Measured (benchmarks/bench_dp_utility.py --coverage; sigma 4.53, 400 releases, coverage of
-    the cohort's exact pooled S by the 95% log limits at five report times; ``clipped`` -> ``auto``):
-    colon_cr on 30-day bins 0.78-0.90 -> 0.97-0.98, RMSE 0.021-0.036 -> 0.021-0.032; on 90-day
-    bins 0.985-0.998 -> 0.988-1.0, RMSE 0.011-0.017 -> 0.012-0.018; lung on 7-day bins (147 bins
-    for 165 deaths) 0.00-0.32 -> 0.87-0.94; exponential cohorts of 200 on monthly bins 0.81-0.87
-    -> 0.94-0.96, RMSE 0.048-0.093 -> 0.052-0.150 (the price of validity), of 1,000 unchanged.
+    the cohort's exact pooled S by the 95% log limits at the report times; ``clipped`` -> ``auto``):
+    colon_cr on 30-day bins 0.78-0.88 -> 0.975-0.983, RMSE 0.021-0.034 -> 0.020-0.030; on 90-day
+    bins 0.985-1.0 -> 0.990-1.0, RMSE 0.010-0.017 -> 0.011-0.019; lung on 7-day bins (147 bins
+    for 165 deaths) 0.00-0.30 -> 0.86-0.97; exponential cohorts of 200 on monthly bins 0.81-0.86
+    -> 0.905-0.975, RMSE 0.050-0.099 -> 0.041-0.087; of 1,000 0.98-0.99 both.
     Lung's late times stay short of nominal: at 730 days the noisy number at risk has an SD of
-    about 41 against some 10 patients; such a grid is too fine for the noise.
+    about 41 against some 10 patients; such a grid is too fine for the noise, and the release
+    says so (coordinator.dp_warnings).
     Where the band's centre is 0 (or 1 with a non-zero standard error) and the transformed limits
     are undefined, the limits are (0, z se) (or (1 - z se, 1)).
     """
@@ -270,14 +271,19 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
     if not bias_correct:
         del terms["bias-corrected"]
     mse = {k: float(np.mean(v[ok])) if ok.any() else float("inf") for k, v in terms.items()}
-    kind = min(mse, key=mse.__getitem__) if centre == "auto" else "unclipped"
-    if centre == "auto" and mse[kind] > CLEARLY_BETTER * mse["clipped"]:
-        kind = "clipped"
+    kind = release_choice(mse) if centre == "auto" else "unclipped"
     est = {"clipped": surv, "bias-corrected": clipped, "unclipped": unclipped}[kind]
     lower, upper = _limits(unclipped, se, conf_level, conf_type)
     with np.errstate(invalid="ignore"):
         lower, upper = np.fmin(lower, est), np.fmax(upper, est)
     return DPIntervals(est, surv, bias, se, np.sqrt(var_raw), lower, upper, pp, kind, unclipped, mse)
+
+
+def release_choice(mse: dict[str, float]) -> str:
+    """The estimate to release: the clipped one unless another's estimated MSE is below
+    CLEARLY_BETTER times its own (then the smallest)."""
+    best = min(mse, key=mse.__getitem__)
+    return best if mse[best] < CLEARLY_BETTER * mse["clipped"] else "clipped"
 
 
 def _limits(centre: np.ndarray, se: np.ndarray, conf_level: float, conf_type: str) -> tuple[np.ndarray, np.ndarray]:

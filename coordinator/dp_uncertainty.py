@@ -60,12 +60,16 @@ import numpy as np
 from scipy.stats import beta, chi2
 
 from coordinator.cif import aalen_johansen, confidence_limits
-from coordinator.dp_postprocess import km_on_grid, mechanism_noise, postprocess
+from coordinator.dp_postprocess import km_on_grid, mechanism_noise, postprocess, release_choice
 from coordinator.gray import full_rank, stratum_score
 from coordinator.km import z_value
 
 ONE_SD_LOW = 0.15865525393145707  # Phi(-1)
 
+NOTE_CIF = ("includes the DP noise: limits around the unclipped noisy counts' estimate (unbiased to first order), "
+            "widened to contain the estimate released (each stratum's dp_centre says which and why); variance = the "
+            "exact estimator's sampling variance on the post-processed counts plus the noise variance from a "
+            "parametric bootstrap of {b} noise draws")
 NOTE_BOOTSTRAP = ("includes the DP noise: estimate from the unclipped noisy counts (unbiased to first order); "
                   "variance = the exact estimator's sampling variance on the post-processed counts plus the noise "
                   "variance from a parametric bootstrap of {b} noise draws")
@@ -148,31 +152,60 @@ def cif_sampling_variance(time: np.ndarray, counts: np.ndarray, variance: str = 
 class CifDP:
     """F_k at every bin (bins, K) with limits that include the noise."""
 
-    estimate: np.ndarray
+    estimate: np.ndarray         # the released estimate (``centre`` says which)
     std_err: np.ndarray
     std_err_noise: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    centre: str = "unclipped"    # one of coordinator.dp_postprocess.KM_ESTIMATES
+    band_centre: np.ndarray | None = None  # F_k of the raw release, which the limits are built around
+    mse: dict[str, float] | None = None    # per candidate, mean over bins and causes of the noise MSE
 
 
 def cif_dp(time: np.ndarray, counts: np.ndarray, raw: np.ndarray, replicates: np.ndarray, conf_level: float = 0.95,
-           conf_type: str = "log") -> CifDP:
-    """Incidence of every cause on the grid: F_k of the raw release, IJ variance plus the noise variance.
+           conf_type: str = "log", method: str = "clip") -> CifDP:
+    """Incidence of every cause on the grid: limits around F_k of the raw release, IJ variance plus
+    the noise variance, and the released estimate chosen as for Kaplan-Meier.
 
     ``counts`` (bins, 1 + K) the post-processed release (sampling variance), ``raw`` the
-    unclipped noisy release (centre), ``replicates`` (B, bins, 1 + K) noise_replicates of raw.
-    Limits per conf_type (coordinator.cif.confidence_limits); where F_k is 0 and its log
-    undefined, plain limits (0, z se).
+    unclipped noisy release (centre of the limits), ``replicates`` (B, bins, 1 + K)
+    noise_replicates of raw. Limits per conf_type (coordinator.cif.confidence_limits); where F_k
+    is 0 and its log undefined, plain limits (0, z se).
+
+    Released estimate: of F_k on the post-processed counts (``clipped``), the same minus its
+    bootstrap bias (``bias-corrected``) and F_k of the raw release (``unclipped``), the one
+    coordinator.dp_postprocess.release_choice picks by the noise MSEs estimated as in
+    km_dp_intervals (the replicates' noise variance plus the bias the bootstrap leaves each),
+    jointly over the causes so the released F_k still add up with S; the limits are widened where
+    needed to contain it. On colon_cr (90-day bins, no early censoring) the unclipped estimate
+    wins; with few patients per bin and censoring throughout, the clipped one (benchmarks/NOTES.md).
     """
+    raw_f = cif_on_grid(raw)
+    centre = np.clip(raw_f, 0.0, 1.0)
     var_noise = noise_variance(cif_on_grid(replicates))
     se = np.sqrt(cif_sampling_variance(time, counts) + var_noise)
-    centre = np.clip(cif_on_grid(raw), 0.0, 1.0)
     with np.errstate(over="ignore"):  # a tiny F with a large se: the log limit runs to 0, as it should
         lower, upper = confidence_limits(centre, se, conf_level, conf_type)
     at_zero = centre == 0
     lower = np.where(at_zero, 0.0, lower)
     upper = np.where(at_zero, np.minimum(z_value(conf_level) * se, 1.0), upper)
-    return CifDP(centre, se, np.sqrt(var_noise), lower, upper)
+    # the same draws, around the post-processed release and post-processed themselves
+    draws = np.asarray(replicates, dtype=np.int64) - np.asarray(raw, dtype=np.int64)[None]
+    pp_f = cif_on_grid(counts)
+    boot_pp = cif_on_grid(postprocess(np.asarray(counts, dtype=np.int64)[None] + draws, method)[0])
+    bias_pp = boot_pp.mean(axis=0) - pp_f
+    bias_raw = cif_on_grid(postprocess(np.asarray(replicates, dtype=np.int64), method)[0]).mean(axis=0) - raw_f
+    var_pp = noise_variance(boot_pp)
+    raw_reps = np.clip(cif_on_grid(replicates), 0.0, 1.0)
+    terms = {"clipped": var_pp + ((bias_raw + bias_pp) / 2) ** 2,
+             "bias-corrected": var_pp + (bias_raw - bias_pp) ** 2,
+             "unclipped": var_noise + (raw_reps.mean(axis=0) - centre) ** 2}
+    mse = {k: float(np.nanmean(v)) for k, v in terms.items()}
+    kind = release_choice(mse)
+    est = {"clipped": pp_f, "bias-corrected": np.clip(pp_f - bias_pp, 0.0, 1.0), "unclipped": centre}[kind]
+    with np.errstate(invalid="ignore"):
+        lower, upper = np.fmin(lower, est), np.fmax(upper, est)
+    return CifDP(est, se, np.sqrt(var_noise), lower, upper, kind, centre, mse)
 
 
 # --------------------------------------------------------------------------- RMST

@@ -347,14 +347,14 @@ def _intervals_text(n_boot: int) -> str:
         return ("no bootstrap was asked for (privacy.bootstrap < 2): proportions' limits include the noise "
                 "(delta method); every other interval, standard error and p-value would ignore it, so it is "
                 "withheld (null)")
-    return (f"intervals, standard errors and p-values include the noise. Kaplan-Meier: Greenwood variance plus "
-            f"the noise variance from a parametric bootstrap of {n_boot} noise draws, around the unclipped noisy "
-            f"counts' estimate; the estimate released is that one, the clipped counts' one or its bootstrap "
-            f"bias-corrected version, whichever has the smallest estimated error, and the limits contain it (each curve's dp_centre "
-            f"says which and why). Cumulative incidence and RMST: estimated from the unclipped noisy counts "
-            f"(unbiased to first order, where clipping is not), with the exact estimator's sampling variance "
-            f"(infinitesimal jackknife, Miller) plus the noise variance from a parametric bootstrap of {n_boot} "
-            f"noise draws. Log-rank and Gray's tests: Wald tests of the unclipped counts' score whose variance adds "
+    return (f"intervals, standard errors and p-values include the noise. Kaplan-Meier and cumulative incidence: "
+            f"limits around the unclipped noisy counts' estimate (unbiased to first order, where clipping is not), "
+            f"with the exact estimator's sampling variance (Greenwood; infinitesimal jackknife) plus the noise "
+            f"variance from a parametric bootstrap of {n_boot} noise draws; the estimate released is the clipped "
+            f"counts' one unless its bootstrap bias-corrected version or the unclipped one has a clearly smaller "
+            f"estimated error, and the limits contain it (each curve's dp_centre says which and why). RMST: "
+            f"estimated from the unclipped noisy counts, Miller's variance plus the bootstrap noise variance. "
+            f"Log-rank and Gray's tests: Wald tests of the unclipped counts' score whose variance adds "
             f"the score's bootstrap covariance to the exact one. Proportions: the noise variance added by the delta "
             f"method. Medians and quartiles are read off the noise-aware Kaplan-Meier curve and its limits")
 
@@ -460,7 +460,7 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
         dp = km_dp_intervals(counts, s, spec.bootstrap, rng, cause=cause, method=spec.postprocess,
                              conf_level=level, conf_type=ctype, mechanism=mechanism)
         st = res["strata"][label]
-        st["dp_centre"] = DP_KM_RULE.format(which=DP_KM_CENTRE[dp.centre], errors="; ".join(
+        st["dp_centre"] = DP_RELEASE_RULE.format(which=DP_CENTRE[dp.centre], errors="; ".join(
             f"{math.sqrt(v):.4f} {k}" for k, v in dp.mse.items()))
         for part, key in (("table", "time"), ("at_times", "time")):
             block = st.get(part)
@@ -490,12 +490,12 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
                              "(Brookmeyer & Crowley 1982); RMST: " + NOTE_BOOTSTRAP.format(b=spec.bootstrap))
 
 
-DP_KM_CENTRE = {
+DP_CENTRE = {
     "clipped": "the clipped counts' estimate",
     "bias-corrected": "the clipped counts' bootstrap bias-corrected estimate",
     "unclipped": "the unclipped noisy counts' estimate (unbiased to first order)",
 }
-DP_KM_RULE = ("estimate: {which}: of three, the clipped one unless another's estimated root mean squared error "
+DP_RELEASE_RULE = ("estimate: {which}: of three, the clipped one unless another's estimated root mean squared error "
               "from the noise over the curve is clearly smaller ({errors}; each counting the bias the bootstrap "
               "leaves it); limits: the unclipped estimate's, "
               "which are unbiased, widened where needed to contain the estimate")
@@ -561,7 +561,7 @@ def _grouped_replicates(boot: np.ndarray, plan: Plan, a: Analysis) -> np.ndarray
 def _dp_cif(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
             rng: np.random.Generator, mechanism: str = "gaussian") -> None:
     """Incidence estimates, standard errors and limits that include the noise (dp_uncertainty.cif_dp)."""
-    from coordinator.dp_uncertainty import NOTE_BOOTSTRAP, cif_dp
+    from coordinator.dp_uncertainty import NOTE_CIF, cif_dp
 
     raw, boot = _block_replicates(noisy, plan, a, sigma, rng, mechanism)
     pp = _cells(released[surv_key(a.endpoint, a.stratification)], plan, a.strata)  # type: ignore[arg-type]
@@ -569,7 +569,10 @@ def _dp_cif(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, 
     ep = plan.endpoint(a.endpoint)  # type: ignore[arg-type]
     for label, counts in _cells(raw, plan, a.strata).items():
         reps = boot.sum(axis=1) if label == "all" else boot[:, cell_labels(plan, a.strata).index(label)]
-        dp = cif_dp(plan.bin_times(), pp[label], counts, reps, conf_level=level, conf_type=ctype)
+        dp = cif_dp(plan.bin_times(), pp[label], counts, reps, conf_level=level, conf_type=ctype,
+                    method=plan.privacy.postprocess)  # type: ignore[union-attr]
+        res["strata"][label]["dp_centre"] = DP_RELEASE_RULE.format(which=DP_CENTRE[dp.centre], errors="; ".join(
+            f"{math.sqrt(v):.4f} {k}" for k, v in (dp.mse or {}).items()))
         for k, cause in enumerate(ep.causes):
             entry = res["strata"][label]["causes"][cause.name]
             for part in ("table", "at_times"):
@@ -581,7 +584,7 @@ def _dp_cif(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, 
                                     ("upper", dp.upper)):
                     block[col] = jsonable(np.asarray(values[idx, k], dtype=float))
                 block["std_err_noise"] = jsonable(dp.std_err_noise[idx, k])
-    res["dp_uncertainty"] = NOTE_BOOTSTRAP.format(b=boot.shape[0])
+    res["dp_uncertainty"] = NOTE_CIF.format(b=boot.shape[0])
 
 
 def _dp_logrank(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
