@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.dp_postprocess import (
-    KM_ESTIMATES,
+    RELEASED_ESTIMATES,
     clip_histogram,
     km_dp_intervals,
     km_on_grid,
@@ -220,7 +220,7 @@ def km_coverage(cohort, width: float, times: list[float], sigma: float, reps: in
             errs[c].append(iv.estimate[idx] - exact)
             if c == "auto":
                 chosen.append(iv.centre)
-    picks = " / ".join(f"{chosen.count(k) / len(chosen):.2f}" for k in KM_ESTIMATES)
+    picks = " / ".join(f"{chosen.count(k) / len(chosen):.2f}" for k in RELEASED_ESTIMATES)
     return {c: (np.mean(hits[c], axis=0), np.sqrt(np.mean(np.square(errs[c]), axis=0)), picks) for c in KM_CENTRES}
 
 
@@ -300,7 +300,7 @@ def cif_coverage_table(reps: int, boot: int, rng: np.random.Generator) -> None:
             errs["unclipped"].append(dp.band_centre[idx, 0] - exact)
             picks.append(dp.centre)
         r = {k: " ".join(f"{x:.3f}" for x in np.sqrt(np.mean(np.square(v), axis=0))) for k, v in errs.items()}
-        share_txt = " / ".join(f"{picks.count(k) / len(picks):.2f}" for k in KM_ESTIMATES)
+        share_txt = " / ".join(f"{picks.count(k) / len(picks):.2f}" for k in RELEASED_ESTIMATES)
         print(f"| {name} | {' '.join(f'{t:g}' for t in times)} | {' '.join(f'{x:.3f}' for x in np.mean(cover, axis=0))} "
               f"| {r['released']} | {r['clipped']} | {r['unclipped']} | {share_txt} |", flush=True)
 

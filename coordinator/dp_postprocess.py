@@ -143,12 +143,12 @@ class DPIntervals:
     lower: np.ndarray
     upper: np.ndarray
     postprocessing: PostProcessing
-    centre: str = "bias-corrected"  # which estimate: one of KM_ESTIMATES
+    centre: str = "bias-corrected"  # which estimate: one of RELEASED_ESTIMATES
     band_centre: np.ndarray | None = None  # the estimate the limits are built around (None: ``estimate``)
     mse: dict[str, float] | None = None    # per candidate estimate, mean over bins of the MSE the noise adds
 
 
-KM_ESTIMATES = ("clipped", "bias-corrected", "unclipped")
+RELEASED_ESTIMATES = ("clipped", "bias-corrected", "unclipped")
 
 
 def discrete_gaussian_noise(sigma: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

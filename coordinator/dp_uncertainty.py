@@ -157,7 +157,7 @@ class CifDP:
     std_err_noise: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    centre: str = "unclipped"    # one of coordinator.dp_postprocess.KM_ESTIMATES
+    centre: str = "unclipped"    # one of coordinator.dp_postprocess.RELEASED_ESTIMATES
     band_centre: np.ndarray | None = None  # F_k of the raw release, which the limits are built around
     mse: dict[str, float] | None = None    # per candidate, mean over bins and causes of the noise MSE
 
