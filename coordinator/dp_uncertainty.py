@@ -33,8 +33,8 @@ variance plus the noise variance:
 - cumulative incidence (``cif_dp``): the infinitesimal-jackknife variance survfit gives
   (coordinator.cif) plus the replicates' variance of the Aalen-Johansen F_k on the grid;
   limits by the plan's conf_type around F_k of the raw release, kept in [0, 1].
-- RMST (``rmst_dp``): Miller's (1981) Greenwood-type variance plus the replicates' variance
-  of the area under the grid Kaplan-Meier curve; groups' noise is independent (disjoint
+- RMST (``rmst_dp``): Miller's (1981) Greenwood-type variance plus the noise MSE of the
+  area under the grid Kaplan-Meier curve (released estimate chosen as for Kaplan-Meier); groups' noise is independent (disjoint
   cells), so contrasts follow coordinator.rmst.compare_rmst on the noise-aware SEs.
 - log-rank and Gray's test (``noise_aware_wald``): the score U (O - E for the log-rank,
   Gray's z) of the raw release is U_exact + (noise effect) with mean U_exact to first order;
@@ -70,9 +70,10 @@ NOTE_CIF = ("includes the DP noise: limits around the unclipped noisy counts' es
             "widened to contain the estimate released (each stratum's dp_centre says which and why); variance = the "
             "exact estimator's sampling variance on the post-processed counts plus the noise variance from a "
             "parametric bootstrap of {b} noise draws")
-NOTE_BOOTSTRAP = ("includes the DP noise: estimate from the unclipped noisy counts (unbiased to first order); "
-                  "variance = the exact estimator's sampling variance on the post-processed counts plus the noise "
-                  "variance from a parametric bootstrap of {b} noise draws")
+NOTE_RMST = ("includes the DP noise: the area under the clipped counts' curve unless its bootstrap bias-corrected "
+             "version or the unclipped counts' one has a clearly smaller estimated noise error (dp_centre says which); "
+             "variance = Miller's sampling variance on the post-processed counts plus that noise mean squared error "
+             "(variance and remaining bias) from a parametric bootstrap of {b} noise draws")
 NOTE_TEST = ("includes the DP noise: Wald test U' (V + C)^-1 U on chi-square, U the score of the unclipped noisy "
              "counts, V the exact test's variance on the post-processed counts, C the score's covariance over a "
              "parametric bootstrap of {b} noise draws")
@@ -224,21 +225,47 @@ def rmst_on_grid(surv: np.ndarray, time: np.ndarray, tau: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RmstDP:
-    estimate: float      # of the raw release
-    std_err: float       # sqrt(Miller's variance + noise variance)
-    std_err_noise: float
+    estimate: float      # the released estimate (``centre`` says which)
+    std_err: float       # sqrt(Miller's variance + the released estimate's noise MSE)
+    std_err_noise: float  # sqrt(its noise MSE: the replicates' variance plus the bias left)
+    centre: str = "unclipped"
 
 
 def rmst_dp(time: np.ndarray, raw: np.ndarray, replicates: np.ndarray, tau: float, std_err_sampling: float,
-            cause: int = 1) -> RmstDP:
+            cause: int = 1, method: str = "clip") -> RmstDP:
     """RMST to tau of one group from its raw release (bins, 1 + K) and noise_replicates of it.
 
-    ``std_err_sampling``: coordinator.rmst.rmst on the post-processed counts. The estimate is
-    kept in [0, tau].
+    ``std_err_sampling``: coordinator.rmst.rmst on the post-processed counts. Three candidates, as
+    for Kaplan-Meier (coordinator.dp_postprocess.km_dp_intervals): the area under the curve of the
+    post-processed counts (``clipped``), that minus its bootstrap bias (``bias-corrected``) and the
+    area under the raw release's curve (``unclipped``), each with a noise MSE (robust variance of its
+    replicates plus the bias the bootstrap leaves it); release_choice picks one by the mean noise
+    MSEs of their curves over the bins before tau. Its standard error
+    is sqrt(sampling variance + noise MSE), so a Wald interval counts what bias may remain. The
+    estimate is kept in [0, tau]. Why: the area integrates the curve's noise, and with few patients
+    per bin the raw curve wanders (RMST to 24 months, cohorts of 200 on monthly bins: RMSE 1.6 to 1.8
+    months raw, 1.0 clipped, 1.07 released; at 1,000 all 0.3).
     """
-    est = float(np.clip(rmst_on_grid(km_on_grid(raw, cause)[0], time, tau), 0.0, tau))
-    var_noise = float(noise_variance(rmst_on_grid(km_on_grid(replicates, cause)[0], time, tau)))
-    return RmstDP(est, float(np.sqrt(std_err_sampling**2 + var_noise)), float(np.sqrt(var_noise)))
+    raw = np.asarray(raw, dtype=np.int64)
+    reps = np.asarray(replicates, dtype=np.int64)
+    pp = postprocess(raw, method)[0]
+    # curves (the estimate, its replicates) for each candidate; the choice is made on the curve's
+    # bins before tau, whose mean squared errors are far steadier than the one area's
+    s_raw, s_pp = km_on_grid(raw, cause)[0], km_on_grid(pp, cause)[0]
+    raw_reps = np.clip(km_on_grid(reps, cause)[0], 0.0, 1.0)
+    pp_reps = km_on_grid(postprocess(pp[None] + (reps - raw[None]), method)[0], cause)[0]
+    bias_pp = pp_reps.mean(axis=0) - s_pp
+    bias_raw = km_on_grid(postprocess(reps, method)[0], cause)[0].mean(axis=0) - s_raw
+    curves = {"clipped": (s_pp, pp_reps, (bias_raw + bias_pp) / 2),
+              "bias-corrected": (np.clip(s_pp - bias_pp, 0.0, 1.0), pp_reps - bias_pp, bias_raw - bias_pp),
+              "unclipped": (np.clip(s_raw, 0.0, 1.0), raw_reps, raw_reps.mean(axis=0) - np.clip(s_raw, 0.0, 1.0))}
+    before = np.asarray(time, dtype=float) < tau
+    kind = release_choice({k: float(np.mean((noise_variance(r) + b**2)[before])) for k, (_, r, b) in curves.items()})
+    curve, curve_reps, bias = curves[kind]
+    est = float(np.clip(rmst_on_grid(curve, time, tau), 0.0, tau))
+    mse = float(noise_variance(rmst_on_grid(curve_reps, time, tau))) + float(rmst_on_grid(bias, time, tau) - min(
+        float(time[0]), tau)) ** 2
+    return RmstDP(est, float(np.sqrt(std_err_sampling**2 + mse)), float(np.sqrt(mse)), kind)
 
 
 # --------------------------------------------------------------------------- tests

@@ -353,7 +353,7 @@ def _intervals_text(n_boot: int) -> str:
             f"variance from a parametric bootstrap of {n_boot} noise draws; the estimate released is the clipped "
             f"counts' one unless its bootstrap bias-corrected version or the unclipped one has a clearly smaller "
             f"estimated error, and the limits contain it (each curve's dp_centre says which and why). RMST: "
-            f"estimated from the unclipped noisy counts, Miller's variance plus the bootstrap noise variance. "
+            f"the same choice of estimate, Miller's variance plus its bootstrap noise mean squared error. "
             f"Log-rank and Gray's tests: Wald tests of the unclipped counts' score whose variance adds "
             f"the score's bootstrap covariance to the exact one. Proportions: the noise variance added by the delta "
             f"method. Medians and quartiles are read off the noise-aware Kaplan-Meier curve and its limits")
@@ -442,7 +442,7 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
                   rng: np.random.Generator, mechanism: str = "gaussian") -> None:
     """Replace a KM result's estimate, std_err and limits (and its RMSTs) by ones that include the noise."""
     from coordinator.dp_postprocess import km_dp_intervals, postprocess
-    from coordinator.dp_uncertainty import NOTE_BOOTSTRAP, noise_replicates, rmst_dp
+    from coordinator.dp_uncertainty import NOTE_RMST, noise_replicates, rmst_dp
 
     spec = plan.privacy
     assert spec is not None
@@ -478,16 +478,16 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
             boot = noise_replicates(counts, s, spec.bootstrap, rng, mechanism=mechanism)
             other = pp.sum(axis=1) - pp[:, cause]
             table = kaplan_meier(plan.bin_times(), pp[:, cause], other, conf_level=level, conf_type=ctype)
-            out = [rmst_dp(plan.bin_times(), counts, boot, tau, rmst(table, tau)[1], cause=cause)
-                   for tau in st["rmst"]["tau"]]
+            out = [rmst_dp(plan.bin_times(), counts, boot, tau, rmst(table, tau)[1], cause=cause,
+                           method=spec.postprocess) for tau in st["rmst"]["tau"]]
             st["rmst"].update(estimate=jsonable([r.estimate for r in out]), std_err=jsonable([r.std_err for r in out]),
                               std_err_noise=jsonable([r.std_err_noise for r in out]),
-                              dp_uncertainty=NOTE_BOOTSTRAP.format(b=spec.bootstrap))
+                              dp_centre=[r.centre for r in out], dp_uncertainty=NOTE_RMST.format(b=spec.bootstrap))
     res["dp_uncertainty"] = ("Kaplan-Meier: Greenwood variance plus the noise variance from a parametric bootstrap "
                              f"of {spec.bootstrap} noise draws, around the unclipped estimate; the estimate per curve "
                              "as its dp_centre says; "
                              "median and quartiles with their limits read off that curve and its limits "
-                             "(Brookmeyer & Crowley 1982); RMST: " + NOTE_BOOTSTRAP.format(b=spec.bootstrap))
+                             "(Brookmeyer & Crowley 1982); RMST: " + NOTE_RMST.format(b=spec.bootstrap))
 
 
 DP_CENTRE = {
@@ -645,7 +645,7 @@ def _dp_gray(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan,
 def _dp_rmst(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,
              rng: np.random.Generator, mechanism: str = "gaussian") -> None:
     """RMST per group and its contrasts, with standard errors that include the noise (dp_uncertainty.rmst_dp)."""
-    from coordinator.dp_uncertainty import NOTE_BOOTSTRAP, rmst_dp
+    from coordinator.dp_uncertainty import NOTE_RMST, rmst_dp
 
     _, boot = _block_replicates(noisy, plan, a, sigma, rng, mechanism)
     g = _two_column(_grouped(released, plan, a).sum(axis=0), plan, a)
@@ -656,13 +656,14 @@ def _dp_rmst(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan,
     out = []
     for i in range(len(levels)):
         table = kaplan_meier(plan.bin_times(), g[i, :, 1], g[i, :, 0], conf_level=level, conf_type=ctype)
-        out.append(rmst_dp(plan.bin_times(), raw[i], reps[:, i], a.tau, rmst(table, a.tau)[1]))  # type: ignore[arg-type]
+        out.append(rmst_dp(plan.bin_times(), raw[i], reps[:, i], a.tau, rmst(table, a.tau)[1],  # type: ignore[arg-type]
+                           method=plan.privacy.postprocess))  # type: ignore[union-attr]
     comp = jsonable(compare_rmst(levels, np.array([r.estimate for r in out]), np.array([r.std_err for r in out]),
                                  conf_level=level, tau=a.tau).to_dict())
     for lab, r in zip(levels, out):
-        comp["groups"][lab]["std_err_noise"] = jsonable(r.std_err_noise)
+        comp["groups"][lab].update(std_err_noise=jsonable(r.std_err_noise), dp_centre=r.centre)
     res.update(comp, sentences=rmst_sentences(comp, a.groups, a.tau, plan.time_unit, level),  # type: ignore[arg-type]
-               dp_uncertainty=NOTE_BOOTSTRAP.format(b=boot.shape[0]))
+               dp_uncertainty=NOTE_RMST.format(b=boot.shape[0]))
 
 
 def _dp_proportion(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, a: Analysis, sigma: float,

@@ -226,6 +226,33 @@ def test_released_incidence_of_small_cohorts_is_the_clipped_one_and_limits_still
     assert (np.mean(cover, axis=0) >= 0.90).all(), np.mean(cover, axis=0)
 
 
+def test_released_rmst_of_small_cohorts_is_more_accurate_and_its_wald_limits_cover():
+    """RMST to 24 months, cohorts of 200 on monthly bins (exponential S(24) = 0.58, censoring uniform on
+    0-48 months), 150 fresh cohorts released once at sigma 4.53: the area under the raw release's
+    curve wanders, the released one (clipped unless another is clearly better) less, and estimate
+    -+ 1.96 std_err (Miller's variance plus the released estimate's noise MSE) covers the exact
+    pooled RMST at 90% or more. Measured here: RMSE 1.07 months released, 1.60 raw; coverage 0.94."""
+    rng = np.random.default_rng(25)
+    source = SeededRandom(25)
+    sigma, reps, n = 4.53, 150, 200
+    time = np.arange(37) * 1.0
+    hazard = -math.log(0.58) / 24
+    err, err_raw, cover = [], [], []
+    for _ in range(reps):
+        death, censor = rng.exponential(1 / hazard, n), rng.uniform(0, 48, n)
+        h = binned(np.minimum(death, censor), (death <= censor).astype(int), 1.0, 36.0, 1)
+        exact = rmst(kaplan_meier(time, h[:, 1], h[:, 0]), 24.0)[0]
+        raw = h + noise(sigma, h.shape, source)
+        pp = postprocess(raw)[0]
+        se_sampling = rmst(kaplan_meier(time, pp[:, 1], pp[:, 0]), 24.0)[1]
+        r = rmst_dp(time, raw, noise_replicates(raw, sigma, 200, rng), 24.0, se_sampling)
+        err.append(r.estimate - exact)
+        err_raw.append(float(np.clip(rmst_on_grid(km_on_grid(raw)[0], time, 24.0), 0, 24)) - exact)
+        cover.append(abs(r.estimate - exact) <= Z95 * r.std_err)
+    rmse, rmse_raw = math.sqrt(np.mean(np.square(err))), math.sqrt(np.mean(np.square(err_raw)))
+    assert rmse < 0.75 * rmse_raw, (rmse, rmse_raw)
+    assert np.mean(cover) >= 0.90, np.mean(cover)
+
 def test_released_incidence_keeps_the_unclipped_estimate_where_clipping_is_biased():
     df = pd.read_csv(DATA / "colon_cr.csv")
     h = binned(df["cr_time"].to_numpy(float), df["cr_event"].to_numpy(int), 30.0, 2700.0, 2)
