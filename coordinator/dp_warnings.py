@@ -2,9 +2,9 @@
 
 A released number at risk n_b is the sum of every cell from bin b on, so its noise SD is
 sigma sqrt(cells from b on) and grows towards the start while n_b shrinks towards the end. Once
-that SD passes half of n_b, each hazard d_b / n_b is off by half from the noise in its
-denominator alone: the estimates there are dominated by noise, and the delta-method and
-bootstrap limits rest on a linearisation that no longer holds. Separately, when a bin holds on
+that SD passes half of n_b, each hazard d_b / n_b may be off by half from the noise in its
+denominator alone, and the delta-method and bootstrap limits rest on a linearisation that no
+longer holds (early on, while few events have happened, S itself moves little). Separately, when a bin holds on
 average fewer events than the noise SD of one cell, every hazard is mostly noise; wider bins hold
 proportionally more events under the same noise per cell. Lung on 7-day bins at sigma 4.53
 (2.4 events a bin; its number at risk passes the first bound at 917 days) is both: its limits
@@ -61,13 +61,21 @@ def grid_warning(counts: np.ndarray, sigma: float) -> GridWarning:
 
 
 def warning_text(w: GridWarning, times: np.ndarray, unit: str, bin_width: float) -> str | None:
-    """One sentence, or None when neither problem arises."""
+    """One sentence, or None when neither problem arises. Wider bins are suggested only while a
+    quarter of the follow-up still spans one: beyond that no grid helps, only a larger budget
+    (epsilon), fewer analyses per patient or more patients."""
     parts = []
     if w.dominated_from is not None:
         parts.append(f"from {times[w.dominated_from]:g} {unit} on, the noise SD of the number at risk exceeds "
-                     f"{AT_RISK_SHARE:.0%} of it: estimates there are dominated by noise and their limits may under-cover")
+                     f"{AT_RISK_SHARE:.0%} of it: the hazards there may be off by half from that noise alone, "
+                     f"and their limits may under-cover")
     if w.too_fine:
-        parts.append(f"about {w.events_per_bin:.1f} events per bin against a noise SD of {w.sigma:.2f} per cell: "
-                     f"the grid is too fine for the noise; bins about {w.widen} times as wide "
-                     f"({w.widen * bin_width:g} {unit}) would hold about {w.widen * w.events_per_bin:.0f} events each")
+        head = f"about {w.events_per_bin:.1f} events per bin against a noise SD of {w.sigma:.2f} per cell"
+        if w.widen * bin_width <= float(times[-1]) / 4:
+            parts.append(f"{head}: the grid is too fine for the noise; bins about {w.widen} times as wide "
+                         f"({w.widen * bin_width:g} {unit}) would hold about {w.widen * w.events_per_bin:.0f} "
+                         f"events each")
+        else:
+            parts.append(f"{head}: no usable grid holds enough events for this noise; a larger epsilon, fewer "
+                         f"analyses per patient or more patients would")
     return "; ".join(parts) if parts else None
