@@ -232,6 +232,35 @@ def test_coordinator_run_command_with_a_site_in_flowers_default_mode(consortium)
     assert ok.ok and entries[-1]["decision"] == "ok"
 
 
+def test_a_dp_plan_over_flower_is_noised_at_the_sites(consortium):
+    """The DP example plan over Flower: each site adds its noise share before masking (its audit
+    entry records the mechanism and the spend), the coordinator releases noisy, labelled results
+    with the sites' sizes withheld, and overall survival stays within 5 noise-aware standard
+    errors of the same sites' exact in-process estimate."""
+    dep, _, inputs, _, tmp = consortium
+    text = (ROOT / "fedsurv" / "examples" / "sarcoma_dp.toml").read_text()
+    plan = tmp / "plan_dp.toml"
+    plan.write_text(text.replace("timeout_seconds = 120", f"timeout_seconds = {TIMEOUT:g}"))
+    exact_plan = tmp / "plan_dp_off.toml"
+    exact_plan.write_text(plan.read_text().replace("[privacy]\n", "[privacy]\nenabled = false\n"))
+    names = ["leiden", "milan", "prague"]
+    outcome = dep.run(plan, names)
+    assert outcome["ok"], outcome.get("error")
+    results = outcome["results"]
+    dp = results["privacy"]
+    assert dp["epsilon"] <= 3.0 * (1 + 1e-7) and dp["parameters"]["participants"] == 3
+    assert all(s["n"] is None for s in results["sites"])
+    exact = in_process(exact_plan, inputs, names)
+    got = results["analyses"]["overall_survival"]["strata"]["all"]["at_times"]
+    want = exact["analyses"]["overall_survival"]["strata"]["all"]["at_times"]
+    for i in range(2):
+        assert abs(got["estimate"][i] - want["estimate"][i]) <= 5 * got["std_err"][i], (got, want)
+    for n in names:
+        ok, entries = verify_log(dep.site_dir(n) / "audit.jsonl")
+        assert ok.ok and entries[-1]["decision"] == "ok"
+        assert entries[-1]["dp"]["mechanism"] == "gaussian"
+        assert entries[-1]["dp_spend"]["epsilon"] == pytest.approx(dp["epsilon"])
+
 def invoke(args: list[str]):
     from click.testing import CliRunner
 
