@@ -923,7 +923,12 @@ def _dp_banner(dp: Mapping[str, Any]) -> str:
     return (f'<div class="note warn dp" role="note" id="dp"><strong>Differentially private release '
             f'({_e(dp_parameters_text(dp))}).</strong> Every estimate, count and test in this report '
             f'includes calibrated noise: it cannot equal R on the pooled rows, and small differences between '
-            f'groups may be noise.{_e(who)} {_e(str(dp.get("intervals") or ""))}.</div>')
+            f'groups may be noise.{_e(who)} {_e(_sentence(str(dp.get("intervals") or "")))}</div>')
+
+
+def _sentence(text: str) -> str:
+    """A clause as a sentence: capital first letter, full stop (empty stays empty)."""
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
 
 
 def _dp_label(dp: Mapping[str, Any], kind: Any, res: Mapping[str, Any] | None = None) -> str:
@@ -982,7 +987,8 @@ def render_report(
              ("Smallest count released", str(rule.min_count) if rule.active else "no limit")]
     dp = results.get("privacy") if isinstance(results.get("privacy"), Mapping) else None
     if dp:
-        facts[1] = ("Patients (noisy)", ctx.count(n_total))
+        sd = _num(dp.get("n_noise_sd"))
+        facts[1] = ("Patients (noisy)", ctx.count(n_total) + (f" (noise SD {sd:.1f})" if sd is not None else ""))
         facts.append(("Differential privacy", dp_parameters_text(dp)))
         body.insert(1, _dp_banner(dp))
     body.append(_facts(facts, {"Plan hash (SHA-256)": hash_html}))

@@ -253,8 +253,9 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
     """results.json for a plan with a [privacy] table, from the noisy sum of the sites' tallies.
 
     Every histogram is post-processed (protocol plan's ``privacy.postprocess``; dropped and
-    categorical counts clipped at 0) before any estimator reads it, n is the post-processed
-    size of the first histogram (sites withhold theirs). Standard errors, limits and p-values
+    categorical counts clipped at 0) before any estimator reads it; n is the inverse-variance
+    weighted mean of every block's raw total (coordinator.dp_postprocess.noisy_size; sites
+    withhold theirs). Standard errors, limits and p-values
     include the noise: Kaplan-Meier by coordinator.dp_postprocess.km_dp_intervals, incidence,
     RMST, log-rank and Gray's test by the parametric bootstrap of coordinator.dp_uncertainty,
     proportions analytically (coordinator.dp_uncertainty.proportion_dp_ci); each analysis says
@@ -262,7 +263,7 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
     ignore the noise is withheld (null) and listed. All of it reads only the released
     sum: post-processing costs no privacy (Dwork & Roth 2014, Proposition 2.1).
     """
-    from coordinator.dp_postprocess import clip_histogram, postprocess
+    from coordinator.dp_postprocess import clip_histogram, noisy_size, postprocess
     from protocol.dp_plan import noise_parameters
 
     spec = plan.privacy
@@ -281,13 +282,8 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
         else:
             continue
         applied[b.key] = pp.describe()
-    first = next((b.key for b in noisy.blocks if b.key.startswith(("surv:", "count:"))), None)
-    n = 0
-    if first is not None:
-        n = int(arrays[first].sum())
-        if first.startswith("surv:"):
-            n += int(arrays[first.replace("surv:", "dropped:", 1)].sum())
-    arrays["n"] = np.array([n], dtype=np.int64)
+    n_est, n_sd = noisy_size(noisy, sigma_sum)
+    arrays["n"] = np.array([max(0, round(n_est))], dtype=np.int64)
     released = Tallies(noisy.blocks, arrays)
     doc = _document(plan, released, [{"name": s, "n": None} for s, _ in sites], tolerant=True)
     seed = int.from_bytes(hashlib.sha256(noisy.flatten().astype("<i8").tobytes()).digest()[:8], "little")
@@ -307,6 +303,7 @@ def dp_pooled_results(plan: Plan, noisy: Tallies, sites: list[tuple[str, int]]) 
         "note": DP_NOTE,
         "withheld": withheld,
         "epsilon": params.guarantee.epsilon, "delta": params.guarantee.delta, "sigma": sigma_sum,
+        "n_noise_sd": n_sd,
         "mechanism": params.share.mechanism, "parameters": {**params.to_dict(), "sigma_sum": sigma_sum,
                                                             "participants": len(sites)},
         "spec": spec.to_dict(),

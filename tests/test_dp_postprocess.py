@@ -16,6 +16,7 @@ from coordinator.dp_postprocess import (
     isotonic_histogram,
     km_dp_intervals,
     km_on_grid,
+    noisy_size,
     postprocess,
 )
 from coordinator.km import kaplan_meier, km_median, km_quantiles
@@ -308,6 +309,36 @@ def test_noisy_tallies_check_catches_masks_that_did_not_cancel():
     shifted[key] = noisy[key] + 1000
     assert any("differ by more than noise can explain" in p for p in check_noisy_tallies(Tallies(blocks, shifted), sigma))
 
+
+def test_noisy_size_weights_each_block_total_by_its_cells():
+    blocks = layout(PLAN)
+    arrays = {b.key: np.zeros(b.shape, dtype=np.int64) for b in blocks}
+    totals = []
+    for i, b in enumerate(blocks):
+        if b.key.startswith(("surv:", "count:")):
+            arrays[b.key].reshape(-1)[0] = 100 + 10 * i  # one cell holds the block's total
+            cells = b.size + (next(x.size for x in blocks if x.key == b.key.replace("surv:", "dropped:", 1))
+                              if b.key.startswith("surv:") else 0)
+            totals.append((100 + 10 * i, cells))
+    n, sd = noisy_size(Tallies(blocks, arrays), 2.0)
+    # by hand: sum_j (T_j / c_j) / sum_j (1 / c_j), SD sigma / sqrt(sum_j 1 / c_j)
+    w = sum(1 / c for _, c in totals)
+    assert len(totals) >= 2
+    assert n == pytest.approx(sum(t / c for t, c in totals) / w, rel=1e-12)
+    assert sd == pytest.approx(2.0 / math.sqrt(w), rel=1e-12)
+    # an unbiased estimate of n: 400 noisy releases of 100 patients in every block
+    rng = np.random.default_rng(8)
+    ests = []
+    for _ in range(400):
+        noisy = {}
+        for b in blocks:
+            a = np.zeros(b.shape, dtype=np.int64)
+            if b.key.startswith(("surv:", "count:")):
+                a.reshape(-1)[rng.integers(0, b.size)] = 100
+            noisy[b.key] = a + (rng.normal(0, 2.0, b.shape).round().astype(np.int64) if b.key != "n" else 0)
+        ests.append(noisy_size(Tallies(blocks, noisy), 2.0)[0])
+    assert abs(np.mean(ests) - 100) < 4 * sd / math.sqrt(400)
+    assert np.std(ests) == pytest.approx(math.sqrt(2.0**2 + 1 / 12) / 2.0 * sd, rel=0.15)
 
 def test_unknown_method():
     with pytest.raises(ValueError, match="clip, isotonic"):
