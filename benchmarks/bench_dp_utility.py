@@ -90,18 +90,21 @@ endpoint = "os"
 CENSORING = {"heavy": (0.0, 48.0), "study": (12.0, 96.0)}
 
 
+def grid_counts(time: np.ndarray, outcome: np.ndarray, width: float, horizon: float, columns: int = 2) -> np.ndarray:
+    """(bins, columns) counts, column 0 censored and k cause k: bin ceil(t / width), censored past
+    the horizon (site_node.tally's rule)."""
+    past = time > horizon
+    t, o = np.where(past, horizon, time), np.where(past, 0, outcome)
+    n_bins = int(horizon // width) + 1
+    b = np.ceil(t / width - 1e-9).astype(np.int64)
+    return np.bincount(b * columns + o, minlength=n_bins * columns).reshape(n_bins, columns)
+
+
 def cohort_histogram(n: int, width: int, rng: np.random.Generator, censoring: str = "heavy") -> np.ndarray:
-    """(bins, 2) counts: bin ceil(t / w), censored past the horizon (site_node.tally's rule)."""
+    """(bins, 2) counts of one exponential cohort under the given censoring."""
     death = rng.exponential(1 / HAZARD, n)
     censor = rng.uniform(*CENSORING[censoring], n)
-    t = np.minimum(death, censor)
-    event = (death <= censor).astype(np.int64)
-    past = t > HORIZON
-    t = np.where(past, HORIZON, t)
-    event = np.where(past, 0, event)
-    n_bins = HORIZON // width + 1
-    b = np.ceil(t / width - 1e-9).astype(np.int64)
-    return np.bincount(b * 2 + event, minlength=n_bins * 2).reshape(n_bins, 2)
+    return grid_counts(np.minimum(death, censor), (death <= censor).astype(np.int64), width, HORIZON)
 
 
 def shares(epsilon: float, width: int) -> dict[str, tuple[NoiseShare, int]]:
@@ -178,15 +181,6 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "data"
 KM_CENTRES = ("clipped", "auto")
 
 
-def grid_counts(time: np.ndarray, event: np.ndarray, width: float, horizon: float) -> np.ndarray:
-    """(bins, 2) censored and events: bin ceil(t / width), censored past the horizon (site_node.tally)."""
-    past = time > horizon
-    t, e = np.where(past, horizon, time), np.where(past, 0, event)
-    n_bins = int(horizon // width) + 1
-    b = np.ceil(t / width - 1e-9).astype(np.int64)
-    return np.bincount(b * 2 + e, minlength=n_bins * 2).reshape(n_bins, 2)
-
-
 def fixed_cohorts() -> dict[str, tuple[np.ndarray, list[float]]]:
     """R's data sets on grids: (bins, 2) counts and report times (days)."""
     import pandas as pd
@@ -249,12 +243,8 @@ def competing_histogram(n: int, width: float, rng: np.random.Generator) -> np.nd
     """(bins, 3) censored, cause 1, cause 2: exponential cause-specific hazards 0.02 and 0.01 a month,
     censoring uniform on 0-60 months, 36-month horizon."""
     t1, t2, c = rng.exponential(50, n), rng.exponential(100, n), rng.uniform(0, 60, n)
-    t = np.minimum(np.minimum(t1, t2), c)
     outcome = np.where(c <= np.minimum(t1, t2), 0, np.where(t1 <= t2, 1, 2))
-    past = t > 36.0
-    t, outcome = np.where(past, 36.0, t), np.where(past, 0, outcome)
-    b = np.ceil(t / width - 1e-9).astype(np.int64)
-    return np.bincount(b * 3 + outcome, minlength=(int(36 // width) + 1) * 3).reshape(-1, 3)
+    return grid_counts(np.minimum(np.minimum(t1, t2), c), outcome, width, 36.0, columns=3)
 
 
 def cif_coverage_table(reps: int, boot: int, rng: np.random.Generator) -> None:
@@ -269,16 +259,11 @@ def cif_coverage_table(reps: int, boot: int, rng: np.random.Generator) -> None:
     colon = pd.read_csv(DATA / "colon_cr.csv")
     c_t, c_o = colon["cr_time"].to_numpy(float), colon["cr_event"].to_numpy(np.int64)
 
-    def colon_hist(width: float) -> np.ndarray:
-        past = c_t > 2700.0
-        t, o = np.where(past, 2700.0, c_t), np.where(past, 0, c_o)
-        b = np.ceil(t / width - 1e-9).astype(np.int64)
-        return np.bincount(b * 3 + o, minlength=(int(2700 // width) + 1) * 3).reshape(-1, 3)
-
     cohorts = [(f"competing risks N = {n:,}, {lab}", lambda r, n=n, w=w: competing_histogram(n, w, r), w, [12.0, 24.0])
                for n, w, lab in ((100, 1.0, "monthly"), (300, 1.0, "monthly"), (1_000, 1.0, "monthly"),
                                  (300, 3.0, "quarterly"))]
-    cohorts += [(f"colon_cr recurrence, {w:g}-day bins", colon_hist(w), w, [365.0, 730.0, 1800.0]) for w in (90.0, 30.0)]
+    cohorts += [(f"colon_cr recurrence, {w:g}-day bins", grid_counts(c_t, c_o, w, 2700.0, columns=3), w,
+                 [365.0, 730.0, 1800.0]) for w in (90.0, 30.0)]
     print(f"\nCumulative incidence of cause 1 under noise (sigma {sigma}, {reps} releases, {boot} bootstrap draws): "
           f"coverage of the exact pooled incidence by the 95% limits of what cif_dp releases, RMSE of the released, "
           f"clipped and unclipped estimates, and the share of releases of the clipped / bias-corrected / unclipped "

@@ -265,9 +265,7 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
     bias_raw = km_on_grid(postprocess(raw[None] + noise, method)[0], cause)[0].mean(axis=0) - raw_surv
     ok = np.isfinite(se_clip) & np.isfinite(se)
     # the error the noise adds (the sampling variance is the same for every candidate)
-    terms = {"clipped": var_clip + ((bias_raw + bias) / 2) ** 2,
-             "bias-corrected": var_clip + (bias_raw - bias) ** 2,
-             "unclipped": var_raw + (raw_reps.mean(axis=0) - unclipped) ** 2}
+    terms = noise_mse(var_clip, var_raw, bias, bias_raw, raw_reps.mean(axis=0) - unclipped)
     if not bias_correct:
         del terms["bias-corrected"]
     mse = {k: float(np.mean(v[ok])) if ok.any() else float("inf") for k, v in terms.items()}
@@ -277,6 +275,21 @@ def km_dp_intervals(hist: np.ndarray, sigma_total: float, n_boot: int, rng: np.r
     with np.errstate(invalid="ignore"):
         lower, upper = np.fmin(lower, est), np.fmax(upper, est)
     return DPIntervals(est, surv, bias, se, np.sqrt(var_raw), lower, upper, pp, kind, unclipped, mse)
+
+
+def bias_left(bias_pp: np.ndarray, bias_raw: np.ndarray, bias_unclipped: np.ndarray) -> dict[str, np.ndarray]:
+    """Per candidate estimate, the bias the bootstrap leaves it (km_dp_intervals explains why):
+    clipped the midpoint of the two estimates that bracket the bias of clipping, bias-corrected
+    their difference, unclipped its own second-order bias."""
+    return {"clipped": (bias_raw + bias_pp) / 2, "bias-corrected": bias_raw - bias_pp, "unclipped": bias_unclipped}
+
+
+def noise_mse(var_pp: np.ndarray, var_raw: np.ndarray, bias_pp: np.ndarray, bias_raw: np.ndarray,
+              bias_unclipped: np.ndarray) -> dict[str, np.ndarray]:
+    """Per candidate, the noise variance of its replicates (the clipped ones' for both clipped
+    candidates, the raw ones' for the unclipped) plus the square of bias_left."""
+    left = bias_left(bias_pp, bias_raw, bias_unclipped)
+    return {k: (var_raw if k == "unclipped" else var_pp) + b**2 for k, b in left.items()}
 
 
 def release_choice(mse: dict[str, float]) -> str:

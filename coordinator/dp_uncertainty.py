@@ -60,7 +60,7 @@ import numpy as np
 from scipy.stats import beta, chi2
 
 from coordinator.cif import aalen_johansen, confidence_limits
-from coordinator.dp_postprocess import km_on_grid, mechanism_noise, postprocess, release_choice
+from coordinator.dp_postprocess import bias_left, km_on_grid, mechanism_noise, noise_mse, postprocess, release_choice
 from coordinator.gray import full_rank, stratum_score
 from coordinator.km import z_value
 
@@ -183,7 +183,8 @@ def cif_dp(time: np.ndarray, counts: np.ndarray, raw: np.ndarray, replicates: np
     """
     raw_f = cif_on_grid(raw)
     centre = np.clip(raw_f, 0.0, 1.0)
-    var_noise = noise_variance(cif_on_grid(replicates))
+    replicates_f = cif_on_grid(replicates)
+    var_noise = noise_variance(replicates_f)
     se = np.sqrt(cif_sampling_variance(time, counts) + var_noise)
     with np.errstate(over="ignore"):  # a tiny F with a large se: the log limit runs to 0, as it should
         lower, upper = confidence_limits(centre, se, conf_level, conf_type)
@@ -197,10 +198,8 @@ def cif_dp(time: np.ndarray, counts: np.ndarray, raw: np.ndarray, replicates: np
     bias_pp = boot_pp.mean(axis=0) - pp_f
     bias_raw = cif_on_grid(postprocess(np.asarray(replicates, dtype=np.int64), method)[0]).mean(axis=0) - raw_f
     var_pp = noise_variance(boot_pp)
-    raw_reps = np.clip(cif_on_grid(replicates), 0.0, 1.0)
-    terms = {"clipped": var_pp + ((bias_raw + bias_pp) / 2) ** 2,
-             "bias-corrected": var_pp + (bias_raw - bias_pp) ** 2,
-             "unclipped": var_noise + (raw_reps.mean(axis=0) - centre) ** 2}
+    raw_reps = np.clip(replicates_f, 0.0, 1.0)
+    terms = noise_mse(var_pp, var_noise, bias_pp, bias_raw, raw_reps.mean(axis=0) - centre)
     mse = {k: float(np.nanmean(v)) for k, v in terms.items()}
     kind = release_choice(mse)
     est = {"clipped": pp_f, "bias-corrected": np.clip(pp_f - bias_pp, 0.0, 1.0), "unclipped": centre}[kind]
@@ -256,15 +255,19 @@ def rmst_dp(time: np.ndarray, raw: np.ndarray, replicates: np.ndarray, tau: floa
     pp_reps = km_on_grid(postprocess(pp[None] + (reps - raw[None]), method)[0], cause)[0]
     bias_pp = pp_reps.mean(axis=0) - s_pp
     bias_raw = km_on_grid(postprocess(reps, method)[0], cause)[0].mean(axis=0) - s_raw
-    curves = {"clipped": (s_pp, pp_reps, (bias_raw + bias_pp) / 2),
-              "bias-corrected": (np.clip(s_pp - bias_pp, 0.0, 1.0), pp_reps - bias_pp, bias_raw - bias_pp),
-              "unclipped": (np.clip(s_raw, 0.0, 1.0), raw_reps, raw_reps.mean(axis=0) - np.clip(s_raw, 0.0, 1.0))}
+    unclipped = np.clip(s_raw, 0.0, 1.0)
+    bias_unclipped = raw_reps.mean(axis=0) - unclipped
     before = np.asarray(time, dtype=float) < tau
-    kind = release_choice({k: float(np.mean((noise_variance(r) + b**2)[before])) for k, (_, r, b) in curves.items()})
-    curve, curve_reps, bias = curves[kind]
+    terms = noise_mse(noise_variance(pp_reps), noise_variance(raw_reps), bias_pp, bias_raw, bias_unclipped)
+    kind = release_choice({k: float(np.mean(v[before])) for k, v in terms.items()})
+    curve, curve_reps = {"clipped": (s_pp, pp_reps),
+                         "bias-corrected": (np.clip(s_pp - bias_pp, 0.0, 1.0), pp_reps - bias_pp),
+                         "unclipped": (unclipped, raw_reps)}[kind]
+    bias = bias_left(bias_pp, bias_raw, bias_unclipped)[kind]
     est = float(np.clip(rmst_on_grid(curve, time, tau), 0.0, tau))
-    mse = float(noise_variance(rmst_on_grid(curve_reps, time, tau))) + float(rmst_on_grid(bias, time, tau) - min(
-        float(time[0]), tau)) ** 2
+    # the area is linear in the curve plus the constant before the first bin, which a bias lacks
+    bias_area = rmst_on_grid(bias, time, tau) - rmst_on_grid(np.zeros_like(bias), time, tau)
+    mse = float(noise_variance(rmst_on_grid(curve_reps, time, tau))) + float(bias_area) ** 2
     return RmstDP(est, float(np.sqrt(std_err_sampling**2 + mse)), float(np.sqrt(mse)), kind)
 
 

@@ -457,8 +457,7 @@ def _dp_km_limits(res: dict[str, Any], noisy: Tallies, plan: Plan, a: Analysis, 
         dp = km_dp_intervals(counts, s, spec.bootstrap, rng, cause=cause, method=spec.postprocess,
                              conf_level=level, conf_type=ctype, mechanism=mechanism)
         st = res["strata"][label]
-        st["dp_centre"] = DP_RELEASE_RULE.format(which=DP_CENTRE[dp.centre], errors="; ".join(
-            f"{math.sqrt(v):.4f} {k}" for k, v in dp.mse.items()))
+        st["dp_centre"] = release_note(dp.centre, dp.mse)
         for part, key in (("table", "time"), ("at_times", "time")):
             block = st.get(part)
             if not block:
@@ -496,6 +495,12 @@ DP_RELEASE_RULE = ("estimate: {which}: of three, the clipped one unless another'
               "from the noise over the curve is clearly smaller ({errors}; each counting the bias the bootstrap "
               "leaves it); limits: the unclipped estimate's, "
               "which are unbiased, widened where needed to contain the estimate")
+
+
+def release_note(centre: str, mse: dict[str, float] | None) -> str:
+    """A curve's dp_centre: which estimate was released, and every candidate's estimated error."""
+    errors = "; ".join(f"{math.sqrt(v):.4f} {k}" for k, v in (mse or {}).items())
+    return DP_RELEASE_RULE.format(which=DP_CENTRE[centre], errors=errors)
 
 
 def dp_km_quantiles(st: dict[str, Any], plan: Plan, dp: Any, level: float, ctype: str) -> None:
@@ -568,8 +573,7 @@ def _dp_cif(res: dict[str, Any], released: Tallies, noisy: Tallies, plan: Plan, 
         reps = boot.sum(axis=1) if label == "all" else boot[:, cell_labels(plan, a.strata).index(label)]
         dp = cif_dp(plan.bin_times(), pp[label], counts, reps, conf_level=level, conf_type=ctype,
                     method=plan.privacy.postprocess)  # type: ignore[union-attr]
-        res["strata"][label]["dp_centre"] = DP_RELEASE_RULE.format(which=DP_CENTRE[dp.centre], errors="; ".join(
-            f"{math.sqrt(v):.4f} {k}" for k, v in (dp.mse or {}).items()))
+        res["strata"][label]["dp_centre"] = release_note(dp.centre, dp.mse)
         for k, cause in enumerate(ep.causes):
             entry = res["strata"][label]["causes"][cause.name]
             for part in ("table", "at_times"):
