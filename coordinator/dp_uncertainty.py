@@ -113,7 +113,9 @@ def noise_covariance(replicates: np.ndarray) -> np.ndarray:
     scale = np.sqrt(noise_variance(r))
     if r.shape[1] == 1:
         return np.outer(scale, scale)
-    corr = np.nan_to_num(np.atleast_2d(np.corrcoef(np.clip(r, lo, hi), rowvar=False)))
+    # A constant score (no noise reached it) has no correlation: 0, not a warning and NaN.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(np.atleast_2d(np.corrcoef(np.clip(r, lo, hi), rowvar=False)))
     np.fill_diagonal(corr, 1.0)
     return corr * np.outer(scale, scale)
 

@@ -85,7 +85,8 @@ def confidence_limits(
     z = z_value(conf_level)
     p = np.asarray(surv, dtype=float)
     se = np.asarray(std_err_log, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # exp may overflow to inf for a huge SE (noisy DP counts); the cap at 1 is then the answer.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if conf_type == "plain":
             se2 = se * p * z
             return np.maximum(p - se2, 0.0), np.minimum(p + se2, 1.0)
